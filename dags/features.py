@@ -1,0 +1,62 @@
+"""Build a use case's feature tables, apply its Feast definitions and materialize the window.
+
+Triggered by the `validated` asset; the window comes from the triggering asset events (or, when run
+by hand, from the run's date and `lookback_days`). Marks the `features` asset.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+from falaj_airflow.runs import DEFAULT_ARGS, asset_name, run_window
+
+from pipelines.spec import UseCaseSpec, list_specs
+
+
+def build(spec: UseCaseSpec) -> None:
+    features = Asset(name=asset_name(spec.name, "features"))
+
+    @dag(
+        dag_id=f"{spec.name}_features",
+        schedule=[Asset(name=asset_name(spec.name, "validated"))],
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params={"lookback_days": Param(1, type="integer", minimum=1, maximum=366)},
+        tags=["falaj", spec.name, "features"],
+        doc_md=__doc__,
+    )
+    def features_dag() -> None:
+        @task
+        def build_tables() -> dict[str, int]:
+            from pipelines.features import build_feature_tables
+            from pipelines.spec import load_spec
+
+            return build_feature_tables(load_spec(spec.name)).rows
+
+        @task
+        def apply() -> None:
+            from pipelines.features import apply_definitions
+
+            apply_definitions()
+
+        @task(outlets=[features])
+        def materialize() -> dict[str, str]:
+            from pipelines.features import materialize as load_online
+            from pipelines.windows import window_extra
+
+            context = get_current_context()
+            start, end = run_window(context)
+            load_online(start, end)
+            context["outlet_events"][features].extra = window_extra(start, end)
+            return window_extra(start, end)
+
+        build_tables() >> apply() >> materialize()
+
+    features_dag()
+
+
+for use_case in list_specs():
+    build(use_case)

@@ -1,0 +1,116 @@
+"""Feature definitions of the `fraud` use case: one definition serves training and serving alike.
+
+TTLs are deliberate: behaviour aggregates older than 30 days say little about a card today, while
+customer and merchant profiles change slowly and stay valid for a year.
+"""
+
+from datetime import timedelta
+
+import pandas as pd
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64, Int64, String
+from feast.value_type import ValueType
+
+from pipelines.lake import zone_dir
+
+USE_CASE = "fraud"
+
+
+def _source(view: str) -> FileSource:
+    return FileSource(
+        name=f"{USE_CASE}_{view}",
+        path=str(zone_dir("features", USE_CASE, view) / "data.parquet"),
+        timestamp_field="event_timestamp",
+    )
+
+
+customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
+merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
+
+customer_behaviour = FeatureView(
+    name="customer_behaviour",
+    entities=[customer],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="txn_count_1h", dtype=Int64, description="Card transactions in the hour up to now."),
+        Field(name="txn_count_24h", dtype=Int64),
+        Field(name="spend_24h_aed", dtype=Float64),
+        Field(name="avg_amount_30d_aed", dtype=Float64, description="The customer's own 30-day mean."),
+        Field(name="last_txn_unix", dtype=Float64, description="Event time of the latest transaction."),
+    ],
+    source=_source("customer_behaviour"),
+    online=True,
+    tags={"owner": "data-engineering", "pii": "none"},
+)
+
+customer_profile = FeatureView(
+    name="customer_profile",
+    entities=[customer],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="credit_limit_aed", dtype=Float64),
+        Field(name="birth_year", dtype=Int64, description="Year only; the full date never leaves ingest."),
+    ],
+    source=_source("customer_profile"),
+    online=True,
+    tags={"owner": "data-engineering", "pii": "generalized", "kind": "profile"},
+)
+
+merchant_profile = FeatureView(
+    name="merchant_profile",
+    entities=[merchant],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="mcc", dtype=Int64, description="ISO 18245 merchant category code."),
+        Field(name="merchant_is_online", dtype=Int64),
+    ],
+    source=_source("merchant_profile"),
+    online=True,
+    tags={"owner": "data-engineering", "pii": "none", "kind": "profile"},
+)
+
+transaction_request = RequestSource(
+    name="transaction_request",
+    schema=[
+        Field(name="amount_aed", dtype=Float64),
+        Field(name="request_unix", dtype=Float64),
+        Field(name="channel", dtype=String),
+    ],
+)
+
+
+@on_demand_feature_view(
+    sources=[customer_behaviour, transaction_request],
+    schema=[
+        Field(name="txn_amount_aed", dtype=Float64),
+        Field(name="amount_vs_avg_30d", dtype=Float64),
+        Field(name="minutes_since_last_txn", dtype=Float64),
+        Field(name="is_ecommerce", dtype=Int64),
+    ],
+)
+def transaction_context(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Features only the request can give: this amount and time against the customer's history."""
+    import numpy as np
+    import pandas as pd
+
+    out = pd.DataFrame(index=inputs.index)
+    out["txn_amount_aed"] = inputs["amount_aed"].astype("float64")
+    average = inputs["avg_amount_30d_aed"].astype("float64").replace(0.0, np.nan)
+    out["amount_vs_avg_30d"] = out["txn_amount_aed"] / average
+    out["minutes_since_last_txn"] = (inputs["request_unix"] - inputs["last_txn_unix"]).astype("float64") / 60.0
+    out["is_ecommerce"] = (inputs["channel"] == "ecommerce").astype("int64")
+    return out
+
+
+fraud_v1 = FeatureService(
+    name="fraud_v1",
+    features=[
+        customer_behaviour[["txn_count_1h", "txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed"]],
+        customer_profile,
+        merchant_profile,
+        transaction_context,
+    ],
+    description="Features of the fraud model, version 1.",
+    tags={"use_case": USE_CASE},
+)

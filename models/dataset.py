@@ -1,0 +1,174 @@
+"""Training sets on disk: a ``data.parquet`` plus a ``manifest.json`` that pins its sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "valid", "test")
+
+
+class TrainingSetError(ValueError):
+    """The training set is missing, tampered with or unusable; the message says why."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One split: a float32 feature matrix and 0/1 labels.
+
+    Attributes:
+        X: Features, shape [N, F], float32; NaN marks a missing value.
+        y: Labels, shape [N], int8 with values 0 and 1.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.X.ndim != 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
+            raise ValueError(f"X must be [N, F] and y [N]; got {self.X.shape} and {self.y.shape}")
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def positives(self) -> int:
+        return int(self.y.sum())
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A verified training set split into train, valid and test.
+
+    Attributes:
+        features: Feature column names, in model input order.
+        label: Label column name.
+        sha256: Hex sha256 of ``data.parquet``, checked against the manifest.
+        train: Rows used to fit.
+        valid: Rows used for early stopping.
+        test: Held-out rows for the reported metrics and the ONNX parity check.
+    """
+
+    features: tuple[str, ...]
+    label: str
+    sha256: str
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+
+
+def local_path(uri_or_path: str) -> Path:
+    """Turns a local path or a ``file://`` URI into a path.
+
+    Args:
+        uri_or_path: ``/some/dir``, ``relative/dir`` or ``file:///some/dir``.
+
+    Returns:
+        The local path.
+
+    Raises:
+        TrainingSetError: For any other URI scheme.
+    """
+    parsed = urlparse(uri_or_path)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise TrainingSetError(f"file URI with a remote host is not supported: {uri_or_path}")
+        return Path(unquote(parsed.path))
+    # A single letter is a Windows drive, not a scheme.
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise TrainingSetError(f"only local paths and file:// URIs are supported, got {uri_or_path}")
+    return Path(uri_or_path)
+
+
+def sha256_file(path: Path) -> str:
+    """Returns the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_training_set(directory: Path) -> TrainingSet:
+    """Reads and verifies a training-set directory.
+
+    Args:
+        directory: Holds ``data.parquet`` and ``manifest.json`` with keys ``features``, ``label``,
+            ``split_column`` and ``sha256``.
+
+    Returns:
+        The train, valid and test splits as float32 features and 0/1 labels.
+
+    Raises:
+        TrainingSetError: If a file is missing, the sha256 does not match, a column is missing or
+            not numeric, the label is not 0/1, or a split is empty or has a single class.
+    """
+    data_path, manifest_path = directory / "data.parquet", directory / "manifest.json"
+    for path in (directory, data_path, manifest_path):
+        if not path.exists():
+            raise TrainingSetError(f"training set not found: {path}")
+    manifest = _read_manifest(manifest_path)
+    actual = sha256_file(data_path)
+    if actual != manifest["sha256"]:
+        raise TrainingSetError(
+            f"sha256 of {data_path} is {actual} but the manifest says {manifest['sha256']}; refusing to train"
+        )
+    features: list[str] = manifest["features"]
+    label: str = manifest["label"]
+    split_column: str = manifest["split_column"]
+    columns = [*features, label, split_column]
+    if len(set(columns)) != len(columns):
+        raise TrainingSetError(f"{manifest_path}: features, label and split_column must be distinct columns")
+    try:
+        available = set(pq.read_schema(data_path).names)
+        missing = [name for name in columns if name not in available]
+        if missing:
+            raise TrainingSetError(f"{data_path} lacks columns {missing}")
+        frame = pd.read_parquet(data_path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise TrainingSetError(f"cannot read {data_path}: {exc}") from exc
+    for name in features:
+        if not (pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(frame[name])):
+            raise TrainingSetError(
+                f"feature '{name}' has dtype {frame[name].dtype}; features must be numeric"
+            )
+    labels = frame[label]
+    if labels.isna().any() or not labels.isin([0, 1]).all():
+        raise TrainingSetError(f"label '{label}' must hold only 0 and 1")
+
+    splits = {}
+    for split in SPLITS:
+        rows = frame[frame[split_column] == split]
+        if rows.empty:
+            raise TrainingSetError(f"split '{split}' has no rows (column '{split_column}')")
+        y = rows[label].to_numpy(dtype=np.int8)
+        if y.min() == y.max():
+            raise TrainingSetError(f"label '{label}' has a single class ({y[0]}) in split '{split}'")
+        splits[split] = Dataset(X=rows[features].to_numpy(dtype=np.float32, na_value=np.nan), y=y)
+    return TrainingSet(tuple(features), label, actual, splits["train"], splits["valid"], splits["test"])
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingSetError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise TrainingSetError(f"{path} must hold a JSON object")
+    expected = {"features": list, "label": str, "split_column": str, "sha256": str}
+    for key, kind in expected.items():
+        if not isinstance(manifest.get(key), kind):
+            raise TrainingSetError(f"{path}: key '{key}' is missing or not a {kind.__name__}")
+    if not manifest["features"] or not all(isinstance(name, str) for name in manifest["features"]):
+        raise TrainingSetError(f"{path}: 'features' must be a non-empty list of column names")
+    return manifest

@@ -1,0 +1,385 @@
+"""Tabular MLP in PyTorch: in-graph imputation and scaling, imbalance-weighted, best epoch kept."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from models.dataset import Dataset
+from models.interface import ONNX_INPUT, ONNX_PROBABILITIES, Family, ParamsError
+
+logger = logging.getLogger(__name__)
+
+NATIVE_FILENAME = "model.pt"
+ONNX_OPSET = 18
+
+
+@dataclass(frozen=True)
+class MLPParams:
+    """Hyperparameters of the MLP; unknown keys are rejected so typos do not pass silently.
+
+    Attributes:
+        hidden: Width of each hidden layer.
+        dropout: Dropout after each hidden activation.
+        epochs: Passes over the training rows; the epoch with the lowest validation loss is kept.
+        batch_size: Rows per optimiser step.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        pos_weight: Weight of positive rows in the loss; default negatives/positives of train.
+        num_threads: CPU threads while training; small tabular MLPs train fastest on one, as
+            thread synchronisation outweighs the tiny matrix products.
+    """
+
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    pos_weight: float | None = None
+    num_threads: int = 1
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> MLPParams:
+        """Validates a params mapping, e.g. from ``--params`` JSON.
+
+        Raises:
+            ParamsError: On an unknown key or a value of the wrong type or range.
+        """
+        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ParamsError(
+                f"unknown pytorch_mlp params {unknown}; known: {sorted(cls.__dataclass_fields__)}"
+            )
+        values = dict(params)
+        hidden = values.get("hidden", cls.hidden)
+        if (
+            not isinstance(hidden, list | tuple)
+            or not hidden
+            or not all(_is_int(h) and h > 0 for h in hidden)
+        ):
+            raise ParamsError(
+                f"pytorch_mlp param 'hidden' must be a non-empty list of positive ints, got {hidden!r}"
+            )
+        values["hidden"] = tuple(hidden)
+        for name in ("epochs", "batch_size", "num_threads"):
+            if name in values and not (_is_int(values[name]) and values[name] > 0):
+                raise ParamsError(
+                    f"pytorch_mlp param '{name}' must be a positive integer, got {values[name]!r}"
+                )
+        for name in ("learning_rate", "weight_decay", "dropout", "pos_weight"):
+            if name not in values or (name == "pos_weight" and values[name] is None):
+                continue
+            value = values[name]
+            if not _is_number(value) or value < 0:
+                raise ParamsError(f"pytorch_mlp param '{name}' must be a non-negative number, got {value!r}")
+            values[name] = float(value)
+        if values.get("dropout", 0.0) >= 1.0:
+            raise ParamsError("pytorch_mlp param 'dropout' must be below 1")
+        if values.get("learning_rate", cls.learning_rate) == 0:
+            raise ParamsError("pytorch_mlp param 'learning_rate' must be positive")
+        return cls(**values)
+
+
+class TabularMLP(nn.Module):
+    """Takes raw features: NaN becomes the train mean, then (x - mean) / scale, then the MLP.
+
+    Keeping imputation and scaling as buffers puts them in the state_dict and the ONNX graph, so
+    serving feeds raw feature vectors.
+    """
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Returns logits of shape [N]."""
+        x = torch.where(torch.isnan(x), self.mean, x)
+        return self.body((x - self.mean) / self.scale).squeeze(-1)
+
+
+class ProbabilityHead(nn.Module):
+    """Wraps a logit model so it returns [N, 2] = [1 - p, p], the ONNX contract of every family."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(self.model(x))
+        return torch.stack([1.0 - p, p], dim=1)
+
+
+@dataclass(frozen=True)
+class FittedMLP:
+    """A trained MLP, on CPU in eval mode, holding the weights of its best epoch.
+
+    Attributes:
+        model: The network; takes raw float32 features, NaN allowed.
+        params: The hyperparameters used.
+        best_epoch: 1-based epoch with the lowest validation loss.
+        history: Per-epoch ``train_loss`` and ``valid_loss``.
+        device: Where it was trained: ``cuda`` (with mixed precision) or ``cpu``.
+    """
+
+    model: TabularMLP
+    params: MLPParams
+    best_epoch: int
+    history: tuple[Mapping[str, float], ...] = field(default=())
+    device: str = "cpu"
+
+    @property
+    def summary(self) -> Mapping[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_valid_loss": self.history[self.best_epoch - 1]["valid_loss"],
+        }
+
+
+def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) -> FittedMLP:
+    """Trains the MLP with AdamW and keeps the epoch with the lowest validation loss.
+
+    Deterministic on CPU for a given seed; on CUDA it uses automatic mixed precision.
+
+    Args:
+        train: Rows to fit; NaN features are imputed with the train mean inside the model.
+        valid: Rows for choosing the best epoch.
+        params: Keys of ``MLPParams``.
+        seed: Seeds weight init, dropout and the batch order.
+
+    Returns:
+        The best-epoch model, moved to CPU in eval mode.
+
+    Raises:
+        ParamsError: If ``params`` are invalid.
+    """
+    hp = MLPParams.from_dict(params)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with _training_context(device, hp.num_threads):
+        torch.manual_seed(seed)
+        model = TabularMLP(train.n_features, hp.hidden, hp.dropout)
+        mean, scale = _standardisation(train.X)
+        model.mean.copy_(torch.from_numpy(mean))
+        model.scale.copy_(torch.from_numpy(scale))
+        model.to(device)
+
+        positives = train.positives
+        pos_weight = hp.pos_weight if hp.pos_weight is not None else (len(train.y) - positives) / positives
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        use_amp = device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        loader = DataLoader(
+            TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y.astype(np.float32))),
+            batch_size=hp.batch_size,
+            shuffle=True,
+            # BatchNorm cannot train on a batch of one row.
+            drop_last=len(train.y) % hp.batch_size == 1,
+            generator=torch.Generator().manual_seed(seed),
+            pin_memory=use_amp,
+        )
+        valid_x = torch.from_numpy(valid.X).to(device)
+        valid_y = torch.from_numpy(valid.y.astype(np.float32)).to(device)
+
+        history: list[dict[str, float]] = []
+        best_loss, best_state, best_epoch = float("inf"), copy.deepcopy(model.state_dict()), 1
+        for epoch in range(1, hp.epochs + 1):
+            model.train()
+            # Summed on the device: a float() per batch would sync the GPU every step.
+            total, rows = torch.zeros((), device=device), 0
+            for xb, yb in loader:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    loss = loss_fn(model(xb), yb)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += loss.detach().float() * len(yb)
+                rows += len(yb)
+            model.eval()
+            with (
+                torch.no_grad(),
+                torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp),
+            ):
+                valid_loss = float(loss_fn(model(valid_x).float(), valid_y))
+            train_loss = float(total) / rows
+            history.append({"train_loss": train_loss, "valid_loss": valid_loss})
+            if valid_loss < best_loss:
+                best_loss, best_epoch = valid_loss, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            logger.info(
+                "[pytorch_mlp] epoch %d/%d train_loss=%.5f valid_loss=%.5f%s",
+                epoch,
+                hp.epochs,
+                train_loss,
+                valid_loss,
+                " *" if best_epoch == epoch else "",
+            )
+    model.load_state_dict(best_state)
+    model.to("cpu").eval()
+    logger.info("[pytorch_mlp] best epoch %d valid_loss=%.5f on %s", best_epoch, best_loss, device.type)
+    return FittedMLP(model, hp, best_epoch, tuple(history), device.type)
+
+
+def predict_proba(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
+    """Returns P(y=1) for each row of raw features ``X`` as a float64 array of shape [N]."""
+    fitted.model.eval()
+    with torch.no_grad():
+        logits = fitted.model(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+    return torch.sigmoid(logits).numpy().astype(np.float64)
+
+
+def save_native(fitted: FittedMLP, directory: Path) -> Path:
+    """Writes the state_dict to ``directory/model.pt`` and returns the path.
+
+    Rebuild with ``TabularMLP(n_features, params.hidden, params.dropout)`` and ``load_state_dict``.
+    """
+    path = Path(directory) / NATIVE_FILENAME
+    torch.save(fitted.model.state_dict(), path)
+    return path
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Returns an eval-mode copy with each BatchNorm1d folded into the Linear right before it.
+
+    The folded BatchNorm becomes ``nn.Identity``; outputs match the eval-mode original up to float
+    rounding. The input model is left unchanged.
+
+    Args:
+        model: Any module; Linear -> BatchNorm1d pairs inside its ``nn.Sequential`` children are folded.
+
+    Returns:
+        The folded copy, in eval mode.
+    """
+    folded = copy.deepcopy(model).eval()
+    for sequential in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(sequential) - 1):
+            linear, norm = sequential[i], sequential[i + 1]
+            if isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+                sequential[i] = _fold(linear, norm)
+                sequential[i + 1] = nn.Identity()
+    return folded
+
+
+def export_onnx(fitted: FittedMLP, n_features: int, path: Path) -> None:
+    """Exports BatchNorm-folded eval-mode weights to a single ONNX file.
+
+    The graph takes ``input`` [N, F] raw float32 features (NaN allowed) and returns
+    ``probabilities`` [N, 2] = [1 - p, p], with a dynamic batch axis.
+
+    Args:
+        fitted: The trained MLP.
+        n_features: Width of the input.
+        path: Where to write the ONNX model; weights are embedded, not external.
+    """
+    module = ProbabilityHead(fold_batchnorm(fitted.model)).eval()
+    # Batch of 2: torch.export specialises sizes 0 and 1, which would pin the batch axis.
+    example = torch.zeros(2, n_features, dtype=torch.float32)
+    with _quiet_exporter():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_PROBABILITIES],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            opset_version=ONNX_OPSET,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def _fold(linear: nn.Linear, norm: nn.BatchNorm1d) -> nn.Linear:
+    # Fold in float64 so the folded weights round once, not twice.
+    with torch.no_grad():
+        running_mean = norm.running_mean.double() if norm.running_mean is not None else 0.0
+        running_var = norm.running_var.double() if norm.running_var is not None else 1.0
+        gamma = norm.weight.double() if norm.weight is not None else 1.0
+        beta = norm.bias.double() if norm.bias is not None else 0.0
+        factor = gamma / torch.sqrt(running_var + norm.eps)
+        bias = linear.bias.double() if linear.bias is not None else torch.zeros(linear.out_features)
+        fused = nn.Linear(linear.in_features, linear.out_features)
+        fused.weight.copy_((linear.weight.double() * factor[:, None]).float())
+        fused.bias.copy_(((bias - running_mean) * factor + beta).float())
+    return fused
+
+
+def _standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # nan-aware: missing values must not poison the mean; an all-NaN or constant column scales by 1.
+    with np.errstate(all="ignore"):
+        mean = np.nan_to_num(np.nanmean(X.astype(np.float64), axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(X.astype(np.float64), axis=0), nan=0.0)
+    scale = np.where(std > 1e-12, std, 1.0)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+@contextmanager
+def _training_context(device: torch.device, num_threads: int) -> Iterator[None]:
+    # Both settings are process-global: restore them so callers and later fits are unaffected.
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    if device.type == "cuda":
+        # cuBLAS needs a fixed workspace to be deterministic; AMP kernels may still warn, not fail.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+        torch.set_num_threads(previous_threads)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # The exporter warns about torchvision ops (not installed, not used) and a pytree deprecation.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+FAMILY = Family(
+    name="pytorch_mlp",
+    native_filename=NATIVE_FILENAME,
+    fit=fit,
+    predict_proba=predict_proba,
+    save_native=save_native,
+    export_onnx=export_onnx,
+)

@@ -1,0 +1,238 @@
+"""The one training entrypoint: verify a training set, fit a family, export ONNX, check parity.
+
+Usage::
+
+    python -m models.train --training-set DIR --family {lightgbm,pytorch_mlp} --params JSON \\
+        --output DIR [--seed 42] [--threshold 0.5]
+
+Exit codes: 0 trained and parity passed; 2 bad input (the reason is one line on stderr);
+3 the ONNX model does not reproduce the native model (``model.onnx`` is deleted, the manifest
+records the failed parity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from models.dataset import TrainingSetError, load_training_set, local_path, sha256_file
+
+logger = logging.getLogger("models")
+
+PARITY_TOLERANCE = 1e-5
+EXIT_BAD_INPUT = 2
+EXIT_PARITY_FAILED = 3
+_VERSIONED = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "lightgbm",
+    "torch",
+    "onnx",
+    "onnxmltools",
+    "onnxscript",
+    "onnxruntime",
+)
+
+
+class BadInput(Exception):
+    """Input the caller must fix; reported as one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Parsed, validated command-line arguments."""
+
+    training_set: Path
+    family: str
+    params: dict[str, Any]
+    output: Path
+    seed: int
+    threshold: float
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parses and validates the command line.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        BadInput: If ``--params`` is not a JSON object, the threshold is outside [0, 1], or a path
+            is a URI other than ``file://``.
+    """
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--training-set", required=True, help="Directory or file:// URI with data.parquet")
+    parser.add_argument("--family", required=True, help="lightgbm or pytorch_mlp")
+    parser.add_argument("--params", default="{}", help="Family hyperparameters as a JSON object")
+    parser.add_argument("--output", required=True, help="Directory or file:// URI for the model files")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threshold", type=float, default=0.5, help="Decision threshold for the metrics")
+    args = parser.parse_args(argv)
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise BadInput(f"--params must be a JSON object, got {type(params).__name__}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise BadInput(f"--threshold must be in [0, 1], got {args.threshold}")
+    try:
+        training_set, output = local_path(args.training_set), local_path(args.output)
+    except TrainingSetError as exc:
+        raise BadInput(str(exc)) from None
+    return TrainConfig(training_set, args.family, params, output, args.seed, args.threshold)
+
+
+def run(config: TrainConfig) -> int:
+    """Trains, evaluates, exports and parity-checks one model, writing everything to ``config.output``.
+
+    Writes ``model.onnx``, the native model, ``metrics.json`` (test metrics plus ``valid``) and
+    ``manifest.json``.
+
+    Args:
+        config: Validated arguments.
+
+    Returns:
+        0 on success, 3 if ONNX parity failed.
+
+    Raises:
+        BadInput: For an unknown family, an invalid or tampered training set, or invalid params.
+    """
+    from models.families import FAMILIES
+    from models.interface import ParamsError
+    from models.metrics import classification_metrics
+    from models.onnx_parity import check_parity, onnx_signature
+
+    if config.family not in FAMILIES:
+        raise BadInput(f"unknown family '{config.family}'; choose one of {', '.join(sorted(FAMILIES))}")
+    family = FAMILIES[config.family]
+    try:
+        data = load_training_set(config.training_set)
+    except TrainingSetError as exc:
+        raise BadInput(str(exc)) from None
+    logger.info(
+        "training %s on %d rows (%d valid, %d test), %d features, seed %d",
+        family.name,
+        len(data.train.y),
+        len(data.valid.y),
+        len(data.test.y),
+        len(data.features),
+        config.seed,
+    )
+
+    started = time.perf_counter()
+    try:
+        fitted = family.fit(data.train, data.valid, config.params, config.seed)
+    except ParamsError as exc:
+        raise BadInput(str(exc)) from None
+    train_seconds = time.perf_counter() - started
+
+    valid_proba = family.predict_proba(fitted, data.valid.X)
+    test_proba = family.predict_proba(fitted, data.test.X)
+    metrics = classification_metrics(data.test.y, test_proba, config.threshold)
+    metrics["valid"] = classification_metrics(data.valid.y, valid_proba, config.threshold)
+    logger.info("test roc_auc=%.4f pr_auc=%.4f", metrics["roc_auc"], metrics["pr_auc"])
+
+    output = config.output
+    output.mkdir(parents=True, exist_ok=True)
+    _write_json(output / "metrics.json", metrics)
+    native_path = family.save_native(fitted, output)
+    onnx_path = output / "model.onnx"
+    family.export_onnx(fitted, len(data.features), onnx_path)
+    parity = check_parity(onnx_path, test_proba, data.test.X, PARITY_TOLERANCE)
+    signature = onnx_signature(onnx_path)
+    logger.info("onnx parity on %d test rows: max_abs_diff=%.3g", parity.n_rows, parity.max_abs_diff)
+
+    manifest = {
+        "family": family.name,
+        "params": config.params,
+        "seed": config.seed,
+        "threshold": config.threshold,
+        "features": list(data.features),
+        "label": data.label,
+        "training_set": str(config.training_set),
+        "training_set_sha256": data.sha256,
+        "native_model": native_path.name,
+        "onnx_model": onnx_path.name if parity.passed else None,
+        "onnx_sha256": sha256_file(onnx_path) if parity.passed else None,
+        "onnx_inputs": list(signature.inputs),
+        "onnx_outputs": list(signature.outputs),
+        "parity": {**asdict(parity), "tolerance": PARITY_TOLERANCE},
+        "fit": dict(fitted.summary),
+        "device": fitted.device,
+        "train_seconds": round(train_seconds, 3),
+        "library_versions": _library_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if not parity.passed:
+        onnx_path.unlink()
+        _write_json(output / "manifest.json", manifest)
+        print(
+            f"error: ONNX parity failed: max_abs_diff {parity.max_abs_diff:.3g} > {PARITY_TOLERANCE} "
+            f"on {parity.n_rows} test rows; model.onnx deleted",
+            file=sys.stderr,
+        )
+        return EXIT_PARITY_FAILED
+    _write_json(output / "manifest.json", manifest)
+    logger.info("wrote %s", output)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entrypoint; returns the process exit code."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return run(parse_args(argv))
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        logger.removeHandler(handler)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_finite(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    # Strict JSON has no NaN or Infinity; a non-finite number becomes null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Package the champion as a Bento: the ONNX model goes into BentoML's model store, the service around it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from pipelines import lake, registry
+from pipelines.settings import get_settings
+from pipelines.spec import UseCaseSpec
+
+log = logging.getLogger(__name__)
+
+
+class PackagingRefusedError(RuntimeError):
+    """The artifact does not verify or failed parity; it must not be served."""
+
+
+def bentoml_home() -> Path:
+    home = get_settings().home.resolve() / "bentoml"
+    os.environ["BENTOML_HOME"] = str(home)
+    return home
+
+
+def verify_artifact(model_dir: Path, expected_sha256: str) -> None:
+    manifest = lake.read_json(model_dir / "manifest.json")
+    if not manifest["parity"]["passed"]:
+        raise PackagingRefusedError(f"{model_dir}: ONNX parity failed ({manifest['parity']['max_abs_diff']})")
+    actual = lake.sha256_file(model_dir / "model.onnx")
+    if actual != expected_sha256:
+        raise PackagingRefusedError(f"{model_dir}/model.onnx: sha256 {actual} != registered {expected_sha256}")
+
+
+def package(spec: UseCaseSpec) -> str:
+    """Build the Bento of the current champion and record its tag on the model version."""
+    bentoml_home()
+    import bentoml
+
+    with registry.session() as db, db.begin():
+        champion = registry.resolve_alias(db, spec.name, "champion")
+        if champion is None:
+            raise PackagingRefusedError(f"{spec.name} has no champion to package")
+        model_dir = Path(champion.artifact_uri)
+        verify_artifact(model_dir, champion.onnx_sha256)
+        model_name = f"{spec.name}-model"
+        model_version = f"v{champion.version}-{champion.onnx_sha256[:12]}"
+        try:
+            stored = bentoml.models.get(f"{model_name}:{model_version}")
+        except bentoml.exceptions.NotFound:
+            with bentoml.models.create(
+                f"{model_name}:{model_version}",
+                labels={"use_case": spec.name, "family": champion.family, "registry_version": str(champion.version)},
+                metadata={"onnx_sha256": champion.onnx_sha256, "features": champion.features,
+                          "feature_service": champion.feature_service, "threshold": spec.serving.threshold},
+            ) as created:
+                for name in ("model.onnx", "manifest.json", "metrics.json"):
+                    shutil.copy2(model_dir / name, Path(created.path) / name)
+            stored = bentoml.models.get(f"{model_name}:{model_version}")
+        bento = bentoml.bentos.build_bentofile(
+            str(get_settings().project_dir / "bento" / "bentofile.yaml"),
+            build_ctx=str(get_settings().project_dir),
+            name=f"{spec.name}-scorer",
+            version=model_version,
+            args={"use_case": spec.name, "model_tag": str(stored.tag)},
+            labels={"use_case": spec.name, "registry_version": str(champion.version)},
+        )
+        champion.bento_tag = str(bento.tag)
+    log.info("built bento %s around %s", bento.tag, stored.tag)
+    return str(bento.tag)

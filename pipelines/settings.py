@@ -1,0 +1,72 @@
+"""One typed settings object for the whole platform, read from ``FALAJ_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Where the platform keeps its state and which profile it runs.
+
+    ``local`` (the default) needs nothing but this checkout: SQLite and files under ``home``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FALAJ_", frozen=True, extra="ignore")
+
+    profile: Literal["local", "prod"] = "local"
+    home: Path = Field(default=PROJECT_DIR / ".falaj", description="Root of all local state.")
+    project_dir: Path = PROJECT_DIR
+    database_url: str | None = Field(default=None, description="Platform DB; SQLite under home if unset.")
+    training_backend: Literal["local", "kubernetes"] = "local"
+    actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def platform_db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'platform.db'}"
+
+    @property
+    def source_dir(self) -> Path:
+        """Where source systems drop their files (the generator writes here)."""
+        return self.home / "source"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return self.project_dir / "feature_repo"
+
+    @property
+    def usecases_dir(self) -> Path:
+        return self.project_dir / "usecases"
+
+    @property
+    def expectations_dir(self) -> Path:
+        return self.project_dir / "expectations"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use (never at import time)."""
+    return Settings()

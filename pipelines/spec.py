@@ -1,0 +1,151 @@
+"""The use-case spec: one YAML per use case, validated strictly before anything runs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.settings import get_settings
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
+ColumnType = Literal["string", "float", "int", "timestamp", "bool"]
+PiiTreatment = Literal["pseudonymize", "drop", "year_only"]
+
+
+class SpecError(ValueError):
+    """A use-case spec is missing, unreadable or invalid; the message names the field and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Source(_Strict):
+    """A file source a source system drops into ``<home>/source``."""
+
+    path: str = Field(description="Relative to the source directory; '{date}' marks daily partitions.")
+    format: Literal["csv"] = "csv"
+    columns: dict[str, ColumnType]
+    event_time: str | None = None
+    pii: dict[str, PiiTreatment] = Field(default_factory=dict)
+    suite: str = Field(pattern=r"^[a-z_]+\.[a-z_]+$", description="Expectation suite '<dataset>.<stage>'.")
+
+    @property
+    def partitioned(self) -> bool:
+        return "{date}" in self.path
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> Source:
+        for name in [*self.pii, *([self.event_time] if self.event_time else [])]:
+            if name not in self.columns:
+                raise ValueError(f"column '{name}' is not declared in columns")
+        if self.event_time and self.columns[self.event_time] != "timestamp":
+            raise ValueError(f"event_time column '{self.event_time}' must have type timestamp")
+        return self
+
+
+class ModelFamily(_Strict):
+    family: Literal["lightgbm", "pytorch_mlp"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class GatePolicy(_Strict):
+    """Policy as code: a challenger must clear an absolute floor and beat the champion."""
+
+    metric: Literal["roc_auc", "pr_auc"] = "pr_auc"
+    min_value: float = Field(ge=0.0, le=1.0, description="Absolute floor; the first model must clear it.")
+    min_improvement: float = Field(default=0.0, ge=-1.0, le=1.0, description="Over the champion, same test rows.")
+
+
+class Serving(_Strict):
+    threshold: float = Field(ge=0.0, le=1.0)
+    max_feature_age_hours: float = Field(gt=0)
+
+
+class TrainingSet(_Strict):
+    entity_source: str
+    valid_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+
+
+class UseCaseSpec(_Strict):
+    """Everything the platform needs to know about one use case."""
+
+    name: Identifier
+    description: str
+    region: str = Field(pattern=r"^[a-z]{2}-[a-z]+-\d$", description="Data region, e.g. ae-dubai-1.")
+    schedule: str = "@daily"
+    entities: dict[Identifier, str] = Field(min_length=1, description="Entity name -> join key column.")
+    label: str
+    sources: dict[Identifier, Source] = Field(min_length=1)
+    training_set: TrainingSet
+    feature_service: str = Field(pattern=r"^[a-z][a-z0-9_]*_v\d+$")
+    models: list[ModelFamily] = Field(min_length=1)
+    gate: GatePolicy
+    serving: Serving
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> UseCaseSpec:
+        if self.training_set.entity_source not in self.sources:
+            raise ValueError(f"training_set.entity_source '{self.training_set.entity_source}' is not a source")
+        entity_source = self.sources[self.training_set.entity_source]
+        if entity_source.event_time is None:
+            raise ValueError("training_set.entity_source must declare an event_time")
+        for column in [self.label, *self.entities.values()]:
+            if column not in entity_source.columns:
+                raise ValueError(f"column '{column}' is not in source '{self.training_set.entity_source}'")
+        return self
+
+    @property
+    def event_source(self) -> Source:
+        return self.sources[self.training_set.entity_source]
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_spec(text: str, origin: str = "<string>") -> UseCaseSpec:
+    """Parse and validate a spec; raise :class:`SpecError` naming each bad field and why."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: a spec must be a mapping at the top level")
+    try:
+        return UseCaseSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{origin}: invalid use-case spec\n{_describe(exc)}") from exc
+
+
+def load_spec_file(path: Path) -> UseCaseSpec:
+    spec = parse_spec(path.read_text(), origin=str(path))
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: name '{spec.name}' must equal the file name '{path.stem}'")
+    return spec
+
+
+@lru_cache(maxsize=8)
+def _load_all(usecases_dir: Path) -> dict[str, UseCaseSpec]:
+    return {path.stem: load_spec_file(path) for path in sorted(usecases_dir.glob("*.yaml"))}
+
+
+def list_specs() -> list[UseCaseSpec]:
+    """Every use case under ``usecases/``, in name order."""
+    return list(_load_all(get_settings().usecases_dir).values())
+
+
+def load_spec(name: str) -> UseCaseSpec:
+    specs = _load_all(get_settings().usecases_dir)
+    if name not in specs:
+        raise SpecError(f"unknown use case '{name}'; known: {', '.join(specs) or 'none'}")
+    return specs[name]

@@ -1,0 +1,162 @@
+"""Validate landed partitions with Great Expectations; publish to the validated zone only if all pass."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipelines import lake
+from pipelines.ingest import read_landed
+from pipelines.settings import get_settings
+from pipelines.spec import ColumnType, UseCaseSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class DataValidationError(RuntimeError):
+    """At least one expectation failed; the message names each expectation, column and partition."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    dataset: str
+    partition: str
+    expectation: str
+    column: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        column = f" on column '{self.column}'" if self.column else ""
+        return f"{self.dataset} partition={self.partition}: {self.expectation}{column} failed ({self.detail})"
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    partitions: int
+    rows: int
+    expectations_evaluated: int
+    data_docs: str
+
+
+def load_suite_config(name: str) -> dict[str, Any]:
+    """Read ``expectations/<name>.json``, a suite in Great Expectations' own JSON form."""
+    path = get_settings().expectations_dir / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"expectation suite '{name}' not found at {path}")
+    config = dict(json.loads(path.read_text()))
+    if config.get("name") != name:
+        raise ValueError(f"{path}: suite name must be '{name}'")
+    return config
+
+
+def _context() -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations._docs_decorators").setLevel(logging.WARNING)
+    context = gx.get_context(mode="file", project_root_dir=str(get_settings().reports_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _describe(result: Any) -> str:
+    details = result.result or {}
+    if result.exception_info and any(info.get("raised_exception") for info in _exceptions(result)):
+        return "could not be evaluated: " + "; ".join(
+            str(info.get("exception_message")) for info in _exceptions(result) if info.get("raised_exception")
+        )
+    if "unexpected_count" in details:
+        sample = details.get("partial_unexpected_list", [])[:3]
+        return f"{details['unexpected_count']} unexpected values, e.g. {sample}"
+    if "observed_value" in details:
+        return f"observed {details['observed_value']}"
+    return "could not be evaluated on these values"
+
+
+def _exceptions(result: Any) -> list[dict[str, Any]]:
+    info = result.exception_info or {}
+    return [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+
+
+def validate_frame(context: Any, suite_name: str, frame: pd.DataFrame) -> Any:
+    import great_expectations as gx
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    source = context.data_sources.add_or_update_pandas("falaj")
+    asset = source.get_asset(suite_name) if suite_name in source.get_asset_names() else None
+    asset = asset or source.add_dataframe_asset(suite_name)
+    batch = asset.add_batch_definition_whole_dataframe(f"{suite_name}.partition")
+    suite = context.suites.add_or_update(ExpectationSuite(**load_suite_config(suite_name)))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+    )
+    return definition.run(batch_parameters={"dataframe": frame})
+
+
+def cast_to_declared(frame: pd.DataFrame, columns: dict[str, ColumnType]) -> pd.DataFrame:
+    """Give validated data the types the spec declares (safe: the suite has already passed)."""
+    import pandas as pd
+
+    casts = {
+        "string": lambda s: s.astype("string"),
+        "float": lambda s: s.astype("float64"),
+        "int": lambda s: s.astype("int64"),
+        "bool": lambda s: s.astype("bool"),
+        "timestamp": lambda s: pd.to_datetime(s, utc=True, format="ISO8601"),
+    }
+    typed = frame.copy()
+    for column, kind in columns.items():
+        if column in typed:
+            typed[column] = casts[kind](typed[column])
+    return typed
+
+
+def publish(spec: UseCaseSpec, dataset: str, partition: str, frame: pd.DataFrame, version: str) -> None:
+    target = lake.partition_dir("validated", spec.name, dataset, partition)
+    manifest_path = target / "_manifest.json"
+    if manifest_path.exists() and lake.read_json(manifest_path).get("landing_version") == version:
+        return
+    typed = cast_to_declared(frame, spec.sources[dataset].columns)
+    with lake.atomic_path(target / "data.parquet") as tmp:
+        typed.to_parquet(tmp, index=False)
+    lake.write_json(manifest_path, {"landing_version": version, "rows": len(typed)})
+
+
+def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> ValidationSummary:
+    """Validate each landed ``(dataset, partition)``; publish all of them, or none.
+
+    Raises:
+        DataValidationError: any expectation failed. The Data Docs page is written either way.
+    """
+    context = _context()
+    failures: list[Failure] = []
+    passed: list[tuple[str, str, Any, str]] = []
+    evaluated = rows = 0
+    for dataset, partition in partitions:
+        frame, manifest = read_landed(spec, dataset, partition)
+        result = validate_frame(context, spec.sources[dataset].suite, frame)
+        evaluated += len(result.results)
+        rows += len(frame)
+        for item in result.results:
+            if not item.success:
+                config = item.expectation_config
+                failures.append(
+                    Failure(dataset, partition, config.type, config.kwargs.get("column"), _describe(item))
+                )
+        if result.success:
+            passed.append((dataset, partition, frame, str(manifest["version"])))
+    context.build_data_docs()
+    docs = context.get_docs_sites_urls()[0]["site_url"]
+    if failures:
+        lines = "\n".join(f"  - {failure}" for failure in failures)
+        raise DataValidationError(f"{len(failures)} expectation(s) failed; nothing was published:\n{lines}\n"
+                                  f"Data Docs: {docs}")
+    for dataset, partition, frame, version in passed:
+        publish(spec, dataset, partition, frame, version)
+    log.info("validated %d partitions, %d rows, %d expectations", len(partitions), rows, evaluated)
+    return ValidationSummary(len(partitions), rows, evaluated, docs)
