@@ -1,7 +1,9 @@
 """Feature definitions of the `fraud` use case: one definition serves training and serving alike.
 
-TTLs are deliberate: behaviour aggregates older than 30 days say little about a card today, while
-customer and merchant profiles change slowly and stay valid for a year.
+TTLs are deliberate and all zero (no expiry): each view holds the entity's *latest known state*, and
+how old that state is is itself a feature (`minutes_since_last_txn`) that the model weighs, while
+serving reports every view's age as feature freshness. An expiring TTL would also make Feast's file
+offline store drop whole training rows of customers who were quiet for longer than the TTL.
 """
 
 from datetime import timedelta
@@ -31,7 +33,7 @@ merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueTy
 customer_behaviour = FeatureView(
     name="customer_behaviour",
     entities=[customer],
-    ttl=timedelta(days=30),
+    ttl=timedelta(0),
     schema=[
         Field(name="txn_count_1h", dtype=Int64, description="Card transactions in the hour up to now."),
         Field(name="txn_count_24h", dtype=Int64),
@@ -47,7 +49,7 @@ customer_behaviour = FeatureView(
 customer_profile = FeatureView(
     name="customer_profile",
     entities=[customer],
-    ttl=timedelta(days=3650),
+    ttl=timedelta(0),
     schema=[
         Field(name="credit_limit_aed", dtype=Float64),
         Field(name="birth_year", dtype=Int64, description="Year only; the full date never leaves ingest."),
@@ -60,7 +62,7 @@ customer_profile = FeatureView(
 merchant_profile = FeatureView(
     name="merchant_profile",
     entities=[merchant],
-    ttl=timedelta(days=3650),
+    ttl=timedelta(0),
     schema=[
         Field(name="mcc", dtype=Int64, description="ISO 18245 merchant category code."),
         Field(name="merchant_is_online", dtype=Int64),

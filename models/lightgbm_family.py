@@ -164,7 +164,7 @@ def _log_progress(env: lgb.callback.CallbackEnv) -> None:
     round_ = env.iteration + 1
     if round_ % LOG_EVERY == 0:
         scores = ", ".join(
-            f"{data} {metric}={value:.5f}" for data, metric, value, *_ in env.evaluation_result_list
+            f"{data} {metric}={value:.5f}" for data, metric, value, *_ in env.evaluation_result_list or []
         )
         logger.info("[lightgbm] round %d: %s", round_, scores)
 

@@ -100,6 +100,10 @@ class TabularMLP(nn.Module):
     serving feeds raw feature vectors.
     """
 
+    mean: torch.Tensor
+    scale: torch.Tensor
+    body: nn.Sequential
+
     def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
@@ -312,17 +316,18 @@ def export_onnx(fitted: FittedMLP, n_features: int, path: Path) -> None:
 
 
 def _fold(linear: nn.Linear, norm: nn.BatchNorm1d) -> nn.Linear:
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("cannot fold a BatchNorm1d that tracks no running statistics")
     # Fold in float64 so the folded weights round once, not twice.
     with torch.no_grad():
-        running_mean = norm.running_mean.double() if norm.running_mean is not None else 0.0
-        running_var = norm.running_var.double() if norm.running_var is not None else 1.0
-        gamma = norm.weight.double() if norm.weight is not None else 1.0
-        beta = norm.bias.double() if norm.bias is not None else 0.0
-        factor = gamma / torch.sqrt(running_var + norm.eps)
-        bias = linear.bias.double() if linear.bias is not None else torch.zeros(linear.out_features)
-        fused = nn.Linear(linear.in_features, linear.out_features)
+        ones = linear.weight.new_ones(linear.out_features, dtype=torch.float64)
+        gamma = norm.weight.double() if norm.weight is not None else ones
+        beta = norm.bias.double() if norm.bias is not None else ones * 0
+        bias = linear.bias.double() if linear.bias is not None else ones * 0
+        factor = gamma / torch.sqrt(norm.running_var.double() + norm.eps)
+        fused = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device)
         fused.weight.copy_((linear.weight.double() * factor[:, None]).float())
-        fused.bias.copy_(((bias - running_mean) * factor + beta).float())
+        fused.bias.copy_(((bias - norm.running_mean.double()) * factor + beta).float())
     return fused
 
 

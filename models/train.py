@@ -145,12 +145,16 @@ def run(config: TrainConfig) -> int:
 
     valid_proba = family.predict_proba(fitted, data.valid.X)
     test_proba = family.predict_proba(fitted, data.test.X)
-    metrics = classification_metrics(data.test.y, test_proba, config.threshold)
-    metrics["valid"] = classification_metrics(data.valid.y, valid_proba, config.threshold)
+    metrics: dict[str, Any] = {
+        **classification_metrics(data.test.y, test_proba, config.threshold),
+        "valid": classification_metrics(data.valid.y, valid_proba, config.threshold),
+    }
     logger.info("test roc_auc=%.4f pr_auc=%.4f", metrics["roc_auc"], metrics["pr_auc"])
 
     output = config.output
     output.mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier run must not vouch for the files this run rewrites.
+    (output / "manifest.json").unlink(missing_ok=True)
     _write_json(output / "metrics.json", metrics)
     native_path = family.save_native(fitted, output)
     onnx_path = output / "model.onnx"

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,16 @@ def read_validated(spec: UseCaseSpec, dataset: str, latest_only: bool = False) -
     return pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
 
 
-def customer_behaviour(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Each customer's state just after each of their transactions (rolling windows closed on the right)."""
+def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's state just after each of their transactions (rolling windows closed on the right).
+
+    Every customer also gets an opening row at sign-up (no transactions yet), so a point-in-time join
+    always finds a row at or before any event: Feast's file offline store drops entity rows that
+    match none, which would silently bias training sets against first transactions.
+    """
+    import numpy as np
+    import pandas as pd
+
     frame = transactions[["customer_id", "event_timestamp", "amount_aed"]].sort_values(
         ["customer_id", "event_timestamp"], kind="stable"
     )
@@ -60,7 +69,14 @@ def customer_behaviour(transactions: pd.DataFrame) -> pd.DataFrame:
     out["spend_24h_aed"] = rolling["24h"].sum().to_numpy().round(2)
     out["avg_amount_30d_aed"] = rolling["30D"].mean().to_numpy().round(2)
     out["last_txn_unix"] = out["event_timestamp"].astype("int64") / 1e9
-    return out.reset_index(drop=True)
+    opening = pd.DataFrame({
+        "customer_id": customers["customer_id"],
+        "event_timestamp": customers["signup_timestamp"],
+        "txn_count_1h": 0, "txn_count_24h": 0, "spend_24h_aed": 0.0,
+        "avg_amount_30d_aed": np.nan, "last_txn_unix": np.nan,
+    })
+    combined = pd.concat([opening, out], ignore_index=True)
+    return combined.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
 
 
 def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:
@@ -84,9 +100,10 @@ def write_feature_table(spec: UseCaseSpec, view: str, frame: pd.DataFrame) -> Pa
 
 def build_feature_tables(spec: UseCaseSpec) -> FeatureTables:
     """Recompute every feature-view input from the whole validated history (deterministic, idempotent)."""
+    customers = read_validated(spec, "customers", latest_only=True)
     tables = {
-        "customer_behaviour": customer_behaviour(read_validated(spec, "transactions")),
-        "customer_profile": customer_profile(read_validated(spec, "customers", latest_only=True)),
+        "customer_behaviour": customer_behaviour(read_validated(spec, "transactions"), customers),
+        "customer_profile": customer_profile(customers),
         "merchant_profile": merchant_profile(read_validated(spec, "merchants", latest_only=True)),
     }
     for view, frame in tables.items():
@@ -109,9 +126,9 @@ def materialize(start: datetime, end: datetime) -> None:
     """Load ``[start, end)`` of every event feature view into the online store.
 
     Profile views (tag ``kind: profile``) are keyed by when a profile began, not by the window, so
-    they are loaded over their whole TTL; their rows are few.
+    they are loaded whole; their rows are few.
     """
     store = feature_store()
     for view in store.list_feature_views():
-        view_start = min(start, end - view.ttl) if view.tags.get("kind") == "profile" else start
+        view_start = min(start, EPOCH) if view.tags.get("kind") == "profile" else start
         store.materialize(start_date=view_start, end_date=end, feature_views=[view.name])

@@ -68,7 +68,16 @@ def code_version() -> str:
 
 
 def register(db: Any, spec: UseCaseSpec, model_dir: Path, training_set: dict[str, Any]) -> registry.ModelVersion:
+    """Record a trained model once: the same artifact registered again is the same version."""
+    from sqlalchemy import select
+
     manifest = lake.read_json(model_dir / "manifest.json")
+    existing = db.scalar(select(registry.ModelVersion).where(
+        registry.ModelVersion.artifact_uri == str(model_dir),
+        registry.ModelVersion.onnx_sha256 == manifest["onnx_sha256"],
+    ))
+    if existing is not None:
+        return existing
     metrics = lake.read_json(model_dir / "metrics.json")
     version = registry.ModelVersion(
         use_case=spec.name,
@@ -99,19 +108,23 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
         candidates = [register(db, spec, Path(path), training_set) for path in model_dirs]
         best = max(candidates, key=lambda version: version.metrics[metric])
         champion = registry.resolve_alias(db, spec.name, "champion")
+        already_champion = champion is not None and champion.id == best.id
         champion_value = None
-        if champion is not None:
-            champion_metrics = score_onnx(Path(champion.artifact_uri), training_set["uri"], champion.features,
-                                          spec.label)
-            champion_value = champion_metrics[metric]
-        passed, reason = decide(spec.gate, best.metrics[metric], champion_value)
+        if champion is not None and already_champion:
+            champion_value = best.metrics[metric]
+            passed, reason = True, f"{best.tag} is already the champion ({metric} {champion_value:.4f})"
+        else:
+            if champion is not None:
+                champion_value = score_onnx(Path(champion.artifact_uri), training_set["uri"], champion.features,
+                                            spec.label)[metric]
+            passed, reason = decide(spec.gate, best.metrics[metric], champion_value)
         db.add(registry.GateDecision(
             use_case=spec.name, candidate_id=best.id, champion_id=champion.id if champion else None,
             metric=metric, candidate_value=best.metrics[metric], champion_value=champion_value,
             min_value=spec.gate.min_value, min_improvement=spec.gate.min_improvement,
             passed=passed, reason=reason, decided_by=actor,
         ))
-        if passed:
+        if passed and not already_champion:
             if champion is not None:
                 registry.set_alias(db, spec.name, "archived", champion, actor, f"replaced by {best.tag}")
             registry.set_alias(db, spec.name, "champion", best, actor, f"gate passed: {reason}")

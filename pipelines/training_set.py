@@ -79,10 +79,12 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
 
     store = feature_store()
     features = feature_names(store, spec.feature_service)
-    job = store.get_historical_features(
-        entity_df=entity_frame(spec, transactions), features=store.get_feature_service(spec.feature_service)
-    )
+    entities = entity_frame(spec, transactions)
+    job = store.get_historical_features(entity_df=entities, features=store.get_feature_service(spec.feature_service))
     joined = assign_splits(job.to_df(), spec.training_set.valid_fraction, spec.training_set.test_fraction)
+    if len(joined) != len(entities):
+        raise RuntimeError(f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
+                           "an entity without any feature row was dropped")
     columns = ["transaction_id", *spec.entities.values(), "event_timestamp", *features, spec.label, SPLIT_COLUMN]
     joined = joined[columns]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from models.interface import ParamsError
 from models.onnx_parity import check_parity, onnx_probabilities, onnx_signature
 
 N_FEATURES = 8
-PARAMS = {
+PARAMS: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "early_stopping_rounds": 30},
     "pytorch_mlp": {"hidden": [32, 16], "epochs": 20, "batch_size": 128, "learning_rate": 0.003},
 }

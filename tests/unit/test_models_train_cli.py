@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from models.families import FAMILIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES = [f"f{i}" for i in range(8)]
-PARAMS = {
+PARAMS: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15, "early_stopping_rounds": 20},
     "pytorch_mlp": {"hidden": [32, 16], "epochs": 12, "batch_size": 128, "learning_rate": 0.003},
 }
