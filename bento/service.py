@@ -33,7 +33,9 @@ class Transaction(BaseModel):
     merchant_id: str = Field(min_length=1, max_length=64)
     amount_aed: float = Field(gt=0, le=1_000_000)
     channel: Literal["pos", "contactless", "ecommerce"]
-    event_timestamp: datetime | None = Field(default=None, description="UTC; defaults to the time of the call.")
+    event_timestamp: datetime | None = Field(
+        default=None, description="UTC; defaults to the time of the call."
+    )
 
 
 class Score(BaseModel):
@@ -67,11 +69,15 @@ class Scorer:
         manifest = json.loads((root / "manifest.json").read_text())
         expected = self.model.info.metadata["onnx_sha256"]
         if _sha256(root / "model.onnx") != expected or manifest["onnx_sha256"] != expected:
-            raise RuntimeError(f"{self.model.tag}: model.onnx does not match its recorded sha256; refusing to serve")
+            raise RuntimeError(
+                f"{self.model.tag}: model.onnx does not match its recorded sha256; refusing to serve"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # single rows: threads cost more than they give
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(root / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(root / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         self.features: list[str] = list(manifest["features"])
         self.version = f"{ARGS.use_case}:v{self.model.info.labels['registry_version']}"
         self.store = feature_store()
@@ -103,7 +109,9 @@ class Scorer:
             raise NotFound(f"no features for customer_id '{transaction.customer_id}'")
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("mcc", "merchant_is_online")):
             raise NotFound(f"no features for merchant_id '{transaction.merchant_id}'")
-        vector = np.array([[np.nan if online[f] is None else online[f] for f in self.features]], dtype=np.float32)
+        vector = np.array(
+            [[np.nan if online[f] is None else online[f] for f in self.features]], dtype=np.float32
+        )
         if vector.shape[1] != len(self.features):
             raise InvalidArgument("feature vector does not match the model's inputs")
         probability = float(self.session.run(["probabilities"], {"input": vector})[0][0, 1])

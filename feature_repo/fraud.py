@@ -100,7 +100,9 @@ def transaction_context(inputs: pd.DataFrame) -> pd.DataFrame:
     out["txn_amount_aed"] = inputs["amount_aed"].astype("float64")
     average = inputs["avg_amount_30d_aed"].astype("float64").replace(0.0, np.nan)
     out["amount_vs_avg_30d"] = out["txn_amount_aed"] / average
-    out["minutes_since_last_txn"] = (inputs["request_unix"] - inputs["last_txn_unix"]).astype("float64") / 60.0
+    out["minutes_since_last_txn"] = (inputs["request_unix"] - inputs["last_txn_unix"]).astype(
+        "float64"
+    ) / 60.0
     out["is_ecommerce"] = (inputs["channel"] == "ecommerce").astype("int64")
     return out
 

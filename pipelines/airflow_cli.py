@@ -1,4 +1,4 @@
-"""Drive the `airflow` CLI of this environment as a subprocess (the platform library never imports airflow)."""
+"""Drive this environment's `airflow` CLI as a subprocess (the platform library never imports airflow)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(settings.project_dir / "plugins"),
-                                                    os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(settings.project_dir / "plugins"), os.environ.get("PYTHONPATH")])
+        ),
     }
 
 
@@ -60,7 +61,10 @@ def dags_test(dag_id: str, logical_date: str, conf: dict[str, object]) -> DagRun
     with log.open("w") as out:
         completed = subprocess.run(
             [airflow_bin(), "dags", "test", dag_id, logical_date, "--conf", json.dumps(conf)],
-            env=airflow_env(), stdout=out, stderr=subprocess.STDOUT, check=False,
+            env=airflow_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     text = log.read_text(errors="replace")
     if completed.returncode != 0 or "state=failed" in text:
@@ -71,13 +75,16 @@ def dags_test(dag_id: str, logical_date: str, conf: dict[str, object]) -> DagRun
 def task_error(log_text: str) -> str:
     """The last exception line of a task log, which is where a task's reason lives."""
     lines = [line.strip() for line in log_text.splitlines()]
-    errors = [i for i, line in enumerate(lines) if line.startswith(("pipelines.", "airflow.sdk.exceptions.",
-                                                                    "AirflowFailException", "ValueError"))]
+    errors = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith(("pipelines.", "airflow.sdk.exceptions.", "AirflowFailException", "ValueError"))
+    ]
     if not errors:
         return "see the log"
     start = errors[-1]
     block = [lines[start]]
-    for line in lines[start + 1:start + 12]:
+    for line in lines[start + 1 : start + 12]:
         if not line or line.startswith(("20", "[")):
             break
         block.append(line)

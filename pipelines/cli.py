@@ -16,7 +16,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--size", type=click.Choice(["tiny", "small", "demo", "large"]), default="demo", show_default=True)
+@click.option(
+    "--size", type=click.Choice(["tiny", "small", "demo", "large"]), default="demo", show_default=True
+)
 def demo(size: str) -> None:
     """Run the whole loop on the embedded default and score five transactions over HTTP."""
     from pipelines.demo import main as run
@@ -25,7 +27,9 @@ def demo(size: str) -> None:
 
 
 @main.command()
-@click.option("--size", type=click.Choice(["tiny", "small", "demo", "large"]), default="demo", show_default=True)
+@click.option(
+    "--size", type=click.Choice(["tiny", "small", "demo", "large"]), default="demo", show_default=True
+)
 @click.option("--days", type=click.IntRange(1, 3660), default=60, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: $FALAJ_HOME/source.")
@@ -35,8 +39,10 @@ def generate(size: str, days: int, seed: int, out: Path | None) -> None:
     from pipelines.datagen import generate as make
 
     data = make(out or get_settings().source_dir, SIZES[size], days=days, seed=seed)
-    click.echo(f"{data.n_transactions:,} transactions ({data.fraud_rate:.2%} fraud), {data.n_customers:,} "
-               f"customers, {data.n_merchants:,} merchants in {data.source_dir}")
+    click.echo(
+        f"{data.n_transactions:,} transactions ({data.fraud_rate:.2%} fraud), {data.n_customers:,} "
+        f"customers, {data.n_merchants:,} merchants in {data.source_dir}"
+    )
 
 
 @main.group()
@@ -54,8 +60,10 @@ def spec_check(path: Path) -> None:
         loaded = load_spec_file(path)
     except SpecError as bad:
         raise click.ClickException(str(bad)) from None
-    click.echo(f"{path}: valid spec '{loaded.name}' ({len(loaded.sources)} sources, "
-               f"{len(loaded.models)} model families)")
+    click.echo(
+        f"{path}: valid spec '{loaded.name}' ({len(loaded.sources)} sources, "
+        f"{len(loaded.models)} model families)"
+    )
 
 
 @main.group()
@@ -73,12 +81,31 @@ def models_list(use_case: str) -> None:
 
     with registry.session() as db:
         aliases = {alias: registry.resolve_alias(db, use_case, alias) for alias in registry.ALIASES}
-        versions = db.scalars(select(registry.ModelVersion).where(registry.ModelVersion.use_case == use_case)
-                              .order_by(registry.ModelVersion.version.desc())).all()
+        versions = db.scalars(
+            select(registry.ModelVersion)
+            .where(registry.ModelVersion.use_case == use_case)
+            .order_by(registry.ModelVersion.version.desc())
+        ).all()
         if not versions:
             raise click.ClickException(f"no model versions for use case '{use_case}'")
         for version in versions:
-            names = [alias for alias, target in aliases.items() if target is not None and target.id == version.id]
-            click.echo(f"{version.tag:<12} {version.family:<12} pr_auc {version.metrics['pr_auc']:.4f} "
-                       f"roc_auc {version.metrics['roc_auc']:.4f} {','.join(names):<10} "
-                       f"{version.created_at:%Y-%m-%d %H:%M} {version.bento_tag or ''}")
+            names = [
+                alias for alias, target in aliases.items() if target is not None and target.id == version.id
+            ]
+            click.echo(
+                f"{version.tag:<12} {version.family:<12} pr_auc {version.metrics['pr_auc']:.4f} "
+                f"roc_auc {version.metrics['roc_auc']:.4f} {','.join(names):<10} "
+                f"{version.created_at:%Y-%m-%d %H:%M} {version.bento_tag or ''}"
+            )
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def airflow(args: tuple[str, ...]) -> None:
+    """Run an `airflow` command against this platform's DAGs and its SQLite metadata (e.g. `standalone`)."""
+    import os
+
+    from pipelines.airflow_cli import airflow_bin, airflow_env, migrate
+
+    migrate()
+    os.execve(airflow_bin(), [airflow_bin(), *args], airflow_env())  # noqa: S606 - argv is the user's own

@@ -57,8 +57,16 @@ _CATEGORIES: dict[str, tuple[int, float, float, float, float, float]] = {
 CATEGORIES = tuple(_CATEGORIES)
 CHANNELS = ("pos", "contactless", "ecommerce")
 TRANSACTION_COLUMNS = (
-    "transaction_id", "event_timestamp", "customer_id", "merchant_id", "amount_aed", "currency", "channel",
-    "emirate", "merchant_category", "is_fraud",
+    "transaction_id",
+    "event_timestamp",
+    "customer_id",
+    "merchant_id",
+    "amount_aed",
+    "currency",
+    "channel",
+    "emirate",
+    "merchant_category",
+    "is_fraud",
 )
 MCC = {cat: spec[0] for cat, spec in _CATEGORIES.items()}
 _CAT_MERCHANT_W = np.array([s[1] for s in _CATEGORIES.values()])
@@ -86,81 +94,444 @@ _MERCHANT_WORDS = {
     "travel": ("Travels", "Tours", "Holidays", "Air Tickets"),
 }
 _MERCHANT_PREFIXES = (
-    "Al Madina", "Union", "Golden", "Al Noor", "Emirates", "Gulf", "Desert Rose", "Palm", "Oasis",
-    "Al Waha", "Falcon", "Pearl", "Crescent", "Blue Wave", "Saffron", "Al Reef", "Dune", "Sidra",
-    "Ghaf", "Al Safa", "Zayed", "Al Fahidi", "Creek", "Bluewater", "Sahara", "Marjan", "Nakheel",
-    "Arabian", "Barakat", "Al Jazeera",
+    "Al Madina",
+    "Union",
+    "Golden",
+    "Al Noor",
+    "Emirates",
+    "Gulf",
+    "Desert Rose",
+    "Palm",
+    "Oasis",
+    "Al Waha",
+    "Falcon",
+    "Pearl",
+    "Crescent",
+    "Blue Wave",
+    "Saffron",
+    "Al Reef",
+    "Dune",
+    "Sidra",
+    "Ghaf",
+    "Al Safa",
+    "Zayed",
+    "Al Fahidi",
+    "Creek",
+    "Bluewater",
+    "Sahara",
+    "Marjan",
+    "Nakheel",
+    "Arabian",
+    "Barakat",
+    "Al Jazeera",
 )
 
 # (share of customers, first names, middle names, family names). Arabs carry the father's name as
 # the middle name, South Indians often do too, Filipinos the mother's maiden name.
 _EMIRATI_M = (
-    "Mohammed", "Ahmed", "Khalid", "Saeed", "Rashid", "Hamdan", "Sultan", "Zayed", "Mansour", "Obaid",
-    "Hamad", "Majid", "Faisal", "Abdulla", "Omar", "Ali", "Yousef", "Saif", "Juma", "Khalifa", "Theyab",
-    "Humaid", "Ateeq", "Eissa", "Marwan", "Hazza", "Matar", "Salem",
+    "Mohammed",
+    "Ahmed",
+    "Khalid",
+    "Saeed",
+    "Rashid",
+    "Hamdan",
+    "Sultan",
+    "Zayed",
+    "Mansour",
+    "Obaid",
+    "Hamad",
+    "Majid",
+    "Faisal",
+    "Abdulla",
+    "Omar",
+    "Ali",
+    "Yousef",
+    "Saif",
+    "Juma",
+    "Khalifa",
+    "Theyab",
+    "Humaid",
+    "Ateeq",
+    "Eissa",
+    "Marwan",
+    "Hazza",
+    "Matar",
+    "Salem",
 )
 _EMIRATI_F = (
-    "Fatima", "Mariam", "Aisha", "Shamma", "Hessa", "Maitha", "Latifa", "Moza", "Noora", "Alya", "Sheikha",
-    "Amna", "Reem", "Mahra", "Meera", "Salama", "Hind", "Afra", "Wadima", "Ghaya",
+    "Fatima",
+    "Mariam",
+    "Aisha",
+    "Shamma",
+    "Hessa",
+    "Maitha",
+    "Latifa",
+    "Moza",
+    "Noora",
+    "Alya",
+    "Sheikha",
+    "Amna",
+    "Reem",
+    "Mahra",
+    "Meera",
+    "Salama",
+    "Hind",
+    "Afra",
+    "Wadima",
+    "Ghaya",
 )
 _ARAB_M = (
-    "Omar", "Tarek", "Karim", "Rami", "Hany", "Walid", "Samir", "Ziad", "Bassam", "Nabil", "Fadi", "Mahmoud",
-    "Hussein", "Mostafa", "Ibrahim", "Yasser", "Amr", "Khaled", "Sami", "Adel", "Jamal", "Nizar",
+    "Omar",
+    "Tarek",
+    "Karim",
+    "Rami",
+    "Hany",
+    "Walid",
+    "Samir",
+    "Ziad",
+    "Bassam",
+    "Nabil",
+    "Fadi",
+    "Mahmoud",
+    "Hussein",
+    "Mostafa",
+    "Ibrahim",
+    "Yasser",
+    "Amr",
+    "Khaled",
+    "Sami",
+    "Adel",
+    "Jamal",
+    "Nizar",
 )
 _ARAB_F = (
-    "Nadia", "Rania", "Lina", "Dina", "Hala", "Yara", "Mona", "Salma", "Nour", "Rasha", "Dalia", "Ghada",
-    "Layla", "Zeina", "Farah", "Heba", "Maya", "Tala",
+    "Nadia",
+    "Rania",
+    "Lina",
+    "Dina",
+    "Hala",
+    "Yara",
+    "Mona",
+    "Salma",
+    "Nour",
+    "Rasha",
+    "Dalia",
+    "Ghada",
+    "Layla",
+    "Zeina",
+    "Farah",
+    "Heba",
+    "Maya",
+    "Tala",
 )
 _SOUTH_ASIAN_F = (
-    "Rahul", "Priya", "Arjun", "Anjali", "Vikram", "Sneha", "Rohan", "Deepa", "Suresh", "Lakshmi", "Imran",
-    "Ayesha", "Bilal", "Sana", "Kavya", "Nikhil", "Meera", "Abdul", "Zainab", "Anil", "Divya", "Hassan",
-    "Ravi", "Pooja", "Sanjay", "Asif", "Farhan", "Shreya", "Manoj", "Nisha", "Tariq", "Usman",
+    "Rahul",
+    "Priya",
+    "Arjun",
+    "Anjali",
+    "Vikram",
+    "Sneha",
+    "Rohan",
+    "Deepa",
+    "Suresh",
+    "Lakshmi",
+    "Imran",
+    "Ayesha",
+    "Bilal",
+    "Sana",
+    "Kavya",
+    "Nikhil",
+    "Meera",
+    "Abdul",
+    "Zainab",
+    "Anil",
+    "Divya",
+    "Hassan",
+    "Ravi",
+    "Pooja",
+    "Sanjay",
+    "Asif",
+    "Farhan",
+    "Shreya",
+    "Manoj",
+    "Nisha",
+    "Tariq",
+    "Usman",
 )
 _SOUTH_ASIAN_MID = (
-    "Kumar", "Suresh", "Ramesh", "Mohan", "Krishnan", "Ahmed", "Iqbal", "Prakash", "Gopal", "Raj", "Anand",
-    "Hussain", "Venkat", "Shankar", "Rafiq", "Joseph", "George", "Mathew",
+    "Kumar",
+    "Suresh",
+    "Ramesh",
+    "Mohan",
+    "Krishnan",
+    "Ahmed",
+    "Iqbal",
+    "Prakash",
+    "Gopal",
+    "Raj",
+    "Anand",
+    "Hussain",
+    "Venkat",
+    "Shankar",
+    "Rafiq",
+    "Joseph",
+    "George",
+    "Mathew",
 )
 _FILIPINO_F = (
-    "Maria", "Jose", "Mark", "Joy", "Angelica", "John", "Kristine", "Rommel", "Jasmine", "Paolo", "Liza",
-    "Carlo", "Mary Grace", "Jerome", "Rhea", "Arnel", "Cherry", "Ronaldo", "Grace", "Michelle",
+    "Maria",
+    "Jose",
+    "Mark",
+    "Joy",
+    "Angelica",
+    "John",
+    "Kristine",
+    "Rommel",
+    "Jasmine",
+    "Paolo",
+    "Liza",
+    "Carlo",
+    "Mary Grace",
+    "Jerome",
+    "Rhea",
+    "Arnel",
+    "Cherry",
+    "Ronaldo",
+    "Grace",
+    "Michelle",
 )
 _FILIPINO_L = (
-    "Santos", "Reyes", "Cruz", "Bautista", "Garcia", "Mendoza", "Dela Cruz", "Villanueva", "Ramos", "Aquino",
-    "Castillo", "Navarro", "Torres", "Flores", "Gonzales", "Lopez", "Manalo", "Pascual", "Soriano",
+    "Santos",
+    "Reyes",
+    "Cruz",
+    "Bautista",
+    "Garcia",
+    "Mendoza",
+    "Dela Cruz",
+    "Villanueva",
+    "Ramos",
+    "Aquino",
+    "Castillo",
+    "Navarro",
+    "Torres",
+    "Flores",
+    "Gonzales",
+    "Lopez",
+    "Manalo",
+    "Pascual",
+    "Soriano",
     "Tolentino",
 )
 _WESTERN_F = (
-    "James", "Emma", "Oliver", "Sophie", "Thomas", "Charlotte", "Daniel", "Hannah", "Lucas", "Chloe",
-    "Michael", "Laura", "William", "Olivia", "Henry", "Amelia", "Jack", "Isabella", "Ethan", "Grace",
+    "James",
+    "Emma",
+    "Oliver",
+    "Sophie",
+    "Thomas",
+    "Charlotte",
+    "Daniel",
+    "Hannah",
+    "Lucas",
+    "Chloe",
+    "Michael",
+    "Laura",
+    "William",
+    "Olivia",
+    "Henry",
+    "Amelia",
+    "Jack",
+    "Isabella",
+    "Ethan",
+    "Grace",
 )
 _NAME_GROUPS: tuple[tuple[float, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
-    (0.08, _EMIRATI_M, _EMIRATI_M, (
-        "Al Mansoori", "Al Nuaimi", "Al Marzooqi", "Al Shamsi", "Al Ketbi", "Al Mazrouei", "Al Hammadi",
-        "Al Falasi", "Al Suwaidi", "Al Qubaisi", "Al Dhaheri", "Al Kaabi", "Al Zaabi", "Al Muhairi",
-        "Al Blooshi", "Al Hosani", "Al Remeithi", "Al Ameri", "Al Mheiri", "Al Tunaiji", "Al Naqbi")),
-    (0.07, _EMIRATI_F, _EMIRATI_M, (
-        "Al Mansoori", "Al Nuaimi", "Al Marzooqi", "Al Shamsi", "Al Ketbi", "Al Mazrouei", "Al Hammadi",
-        "Al Falasi", "Al Suwaidi", "Al Qubaisi", "Al Dhaheri", "Al Kaabi", "Al Zaabi", "Al Muhairi")),
-    (0.12, _ARAB_M, _ARAB_M, (
-        "Haddad", "Khoury", "Nasser", "Saleh", "Hassan", "Farouk", "Abboud", "Aziz", "El Sayed", "Barakat",
-        "Najjar", "Sabbagh", "Darwish", "Mahmoud", "Abdelrahman", "Shaheen", "Qasem", "Zaher")),
-    (0.09, _ARAB_F, _ARAB_M, (
-        "Haddad", "Khoury", "Nasser", "Saleh", "Hassan", "Farouk", "Abboud", "Aziz", "El Sayed", "Barakat",
-        "Najjar", "Sabbagh", "Darwish", "Shaheen")),
-    (0.40, _SOUTH_ASIAN_F, _SOUTH_ASIAN_MID, (
-        "Sharma", "Nair", "Menon", "Patel", "Iyer", "Reddy", "Khan", "Qureshi", "Siddiqui", "Pillai",
-        "Gupta", "Joshi", "Chaudhry", "Malik", "Fernandes", "Dsouza", "Varghese", "Thomas", "Rao", "Shaikh",
-        "Kurian", "Mehta", "Desai", "Butt", "Rahman", "Chowdhury")),
+    (
+        0.08,
+        _EMIRATI_M,
+        _EMIRATI_M,
+        (
+            "Al Mansoori",
+            "Al Nuaimi",
+            "Al Marzooqi",
+            "Al Shamsi",
+            "Al Ketbi",
+            "Al Mazrouei",
+            "Al Hammadi",
+            "Al Falasi",
+            "Al Suwaidi",
+            "Al Qubaisi",
+            "Al Dhaheri",
+            "Al Kaabi",
+            "Al Zaabi",
+            "Al Muhairi",
+            "Al Blooshi",
+            "Al Hosani",
+            "Al Remeithi",
+            "Al Ameri",
+            "Al Mheiri",
+            "Al Tunaiji",
+            "Al Naqbi",
+        ),
+    ),
+    (
+        0.07,
+        _EMIRATI_F,
+        _EMIRATI_M,
+        (
+            "Al Mansoori",
+            "Al Nuaimi",
+            "Al Marzooqi",
+            "Al Shamsi",
+            "Al Ketbi",
+            "Al Mazrouei",
+            "Al Hammadi",
+            "Al Falasi",
+            "Al Suwaidi",
+            "Al Qubaisi",
+            "Al Dhaheri",
+            "Al Kaabi",
+            "Al Zaabi",
+            "Al Muhairi",
+        ),
+    ),
+    (
+        0.12,
+        _ARAB_M,
+        _ARAB_M,
+        (
+            "Haddad",
+            "Khoury",
+            "Nasser",
+            "Saleh",
+            "Hassan",
+            "Farouk",
+            "Abboud",
+            "Aziz",
+            "El Sayed",
+            "Barakat",
+            "Najjar",
+            "Sabbagh",
+            "Darwish",
+            "Mahmoud",
+            "Abdelrahman",
+            "Shaheen",
+            "Qasem",
+            "Zaher",
+        ),
+    ),
+    (
+        0.09,
+        _ARAB_F,
+        _ARAB_M,
+        (
+            "Haddad",
+            "Khoury",
+            "Nasser",
+            "Saleh",
+            "Hassan",
+            "Farouk",
+            "Abboud",
+            "Aziz",
+            "El Sayed",
+            "Barakat",
+            "Najjar",
+            "Sabbagh",
+            "Darwish",
+            "Shaheen",
+        ),
+    ),
+    (
+        0.40,
+        _SOUTH_ASIAN_F,
+        _SOUTH_ASIAN_MID,
+        (
+            "Sharma",
+            "Nair",
+            "Menon",
+            "Patel",
+            "Iyer",
+            "Reddy",
+            "Khan",
+            "Qureshi",
+            "Siddiqui",
+            "Pillai",
+            "Gupta",
+            "Joshi",
+            "Chaudhry",
+            "Malik",
+            "Fernandes",
+            "Dsouza",
+            "Varghese",
+            "Thomas",
+            "Rao",
+            "Shaikh",
+            "Kurian",
+            "Mehta",
+            "Desai",
+            "Butt",
+            "Rahman",
+            "Chowdhury",
+        ),
+    ),
     (0.13, _FILIPINO_F, _FILIPINO_L, _FILIPINO_L),
-    (0.11, _WESTERN_F, _WESTERN_F, (
-        "Smith", "Johnson", "Brown", "Taylor", "Wilson", "Evans", "Walker", "Clarke", "Schmidt", "Dubois",
-        "Rossi", "Murphy", "OBrien", "Hughes", "Kelly", "Martin", "Novak", "Petrov", "Jansen", "Larsen")),
+    (
+        0.11,
+        _WESTERN_F,
+        _WESTERN_F,
+        (
+            "Smith",
+            "Johnson",
+            "Brown",
+            "Taylor",
+            "Wilson",
+            "Evans",
+            "Walker",
+            "Clarke",
+            "Schmidt",
+            "Dubois",
+            "Rossi",
+            "Murphy",
+            "OBrien",
+            "Hughes",
+            "Kelly",
+            "Martin",
+            "Novak",
+            "Petrov",
+            "Jansen",
+            "Larsen",
+        ),
+    ),
 )
 
 # Relative activity by hour of day (UTC+4 local evenings dominate; UTC hour = local - 4).
 _LOCAL_HOUR_W = np.array(
-    [0.8, 0.4, 0.2, 0.1, 0.1, 0.2, 0.6, 1.2, 1.8, 2.0, 2.2, 2.4,
-     2.6, 2.6, 2.4, 2.4, 2.6, 3.0, 3.4, 3.8, 3.8, 3.4, 2.6, 1.6])
+    [
+        0.8,
+        0.4,
+        0.2,
+        0.1,
+        0.1,
+        0.2,
+        0.6,
+        1.2,
+        1.8,
+        2.0,
+        2.2,
+        2.4,
+        2.6,
+        2.6,
+        2.4,
+        2.4,
+        2.6,
+        3.0,
+        3.4,
+        3.8,
+        3.8,
+        3.4,
+        2.6,
+        1.6,
+    ]
+)
 _HOUR_W = np.roll(_LOCAL_HOUR_W, -4) / _LOCAL_HOUR_W.sum()
 # Fraudsters work around the clock: a much flatter cycle (weak static hint by design).
 _FRAUD_HOUR_W = (np.roll(_LOCAL_HOUR_W, -4) + 2.0) / (_LOCAL_HOUR_W.sum() + 48.0)
@@ -171,29 +542,29 @@ _WEEKDAY_W = np.array([0.92, 0.92, 0.95, 0.98, 1.08, 1.12, 1.03])
 # Generative parameters (documented in docs/reference-data.md)
 # ---------------------------------------------------------------------------------------------------------
 
-LEVEL_MEDIAN_AED = 120.0      # median of the customers' typical transaction amount
-LEVEL_SIGMA = 0.9             # lognormal sigma of the typical amount across customers
-ACTIVITY_SIGMA = 0.8          # lognormal sigma of transaction rates across customers
-AMOUNT_NOISE_SIGMA = 0.45     # lognormal sigma of a legit amount around level * category factor
+LEVEL_MEDIAN_AED = 120.0  # median of the customers' typical transaction amount
+LEVEL_SIGMA = 0.9  # lognormal sigma of the typical amount across customers
+ACTIVITY_SIGMA = 0.8  # lognormal sigma of transaction rates across customers
+AMOUNT_NOISE_SIGMA = 0.45  # lognormal sigma of a legit amount around level * category factor
 
-FRAUD_TX_SHARE = 0.02         # target share of transactions inside fraud episodes
-FRAUD_BURST_SIZE = (3, 7)     # transactions per fraud burst, inclusive
-FRAUD_GAP_MEAN_S = 180.0      # mean gap between burst transactions (exponential)
+FRAUD_TX_SHARE = 0.02  # target share of transactions inside fraud episodes
+FRAUD_BURST_SIZE = (3, 7)  # transactions per fraud burst, inclusive
+FRAUD_GAP_MEAN_S = 180.0  # mean gap between burst transactions (exponential)
 FRAUD_MULTIPLIER = (2.5, 7.0)  # amount = customer level * U(a, b)
-FRAUD_ONLINE_P = 0.4          # chance a fraud transaction goes to an online (ecommerce) merchant
-FRAUD_HIGH_VALUE_P = 0.4      # fraud picks a category by the fraud weights this often, else like legit
-FRAUD_CONTACTLESS_P = 0.5     # in-person fraud taps less than everyday spend (0.65), cloned cards swipe
-FRAUD_STEALTH_SHARE = 0.05    # episodes that look like ordinary spending
-FRAUD_VICTIM_TILT = 1.0       # victim weight ~ level ** -tilt: mass-market cards get compromised more
-HISTORY_DAYS = 7              # an episode starts only after this many days in the window ...
-HISTORY_MIN_TX = 3            # ... and after the victim's 3rd legit transaction
+FRAUD_ONLINE_P = 0.4  # chance a fraud transaction goes to an online (ecommerce) merchant
+FRAUD_HIGH_VALUE_P = 0.4  # fraud picks a category by the fraud weights this often, else like legit
+FRAUD_CONTACTLESS_P = 0.5  # in-person fraud taps less than everyday spend (0.65), cloned cards swipe
+FRAUD_STEALTH_SHARE = 0.05  # episodes that look like ordinary spending
+FRAUD_VICTIM_TILT = 1.0  # victim weight ~ level ** -tilt: mass-market cards get compromised more
+HISTORY_DAYS = 7  # an episode starts only after this many days in the window ...
+HISTORY_MIN_TX = 3  # ... and after the victim's 3rd legit transaction
 
-LEGIT_BURST_SHARE = 0.03      # share of transactions in legit bursts (taxi hops, food court)
+LEGIT_BURST_SHARE = 0.03  # share of transactions in legit bursts (taxi hops, food court)
 LEGIT_BURST_SIZE = (3, 5)
 LEGIT_BURST_GAP_MEAN_S = 240.0
-LEGIT_LARGE_SHARE = 0.015     # share of single legit purchases far above the customer's level
+LEGIT_LARGE_SHARE = 0.015  # share of single legit purchases far above the customer's level
 LEGIT_LARGE_MULTIPLIER = (3.0, 6.0)
-HOME_EMIRATE_P = 0.8          # in-person legit spending happens in the home emirate this often
+HOME_EMIRATE_P = 0.8  # in-person legit spending happens in the home emirate this often
 
 
 @dataclass(frozen=True)
@@ -335,11 +706,15 @@ def _customers(rng: np.random.Generator, n: int, start: date) -> pd.DataFrame:
     dob = dob_s.astype("datetime64[s]").astype("datetime64[D]")
     birth_year = dob.astype("datetime64[Y]").astype(np.int64) + 1970
     serial = rng.choice(10_000_000, size=n, replace=False)
-    eid_digits = np.column_stack([
-        np.full(n, 7), np.full(n, 8), np.full(n, 4),
-        *[(birth_year // 10**k) % 10 for k in (3, 2, 1, 0)],
-        *[(serial // 10**k) % 10 for k in range(6, -1, -1)],
-    ])
+    eid_digits = np.column_stack(
+        [
+            np.full(n, 7),
+            np.full(n, 8),
+            np.full(n, 4),
+            *[(birth_year // 10**k) % 10 for k in (3, 2, 1, 0)],
+            *[(serial // 10**k) % 10 for k in range(6, -1, -1)],
+        ]
+    )
     check = _luhn_digit(eid_digits)
     emirates_id = [
         f"784-{y}-{s:07d}-{c}"
@@ -364,30 +739,34 @@ def _customers(rng: np.random.Generator, n: int, start: date) -> pd.DataFrame:
     adult_s = dob_s + (18 * 365.25 * _DAY_S)
     earliest = np.maximum(adult_s, window_start - 10 * 365 * _DAY_S).astype(np.int64)
     signup = earliest + (rng.random(n) * (window_start - _DAY_S - earliest)).astype(np.int64)
-    return pd.DataFrame({
-        "customer_id": [f"C{i:07d}" for i in ids.tolist()],
-        "full_name": full.to_numpy(),
-        "emirates_id": emirates_id,
-        "phone": phone,
-        "email": email,
-        "date_of_birth": dob.astype(str),
-        "home_emirate": np.array(EMIRATES, dtype=object)[home],
-        "credit_limit_aed": limit.astype(float),
-        "signup_timestamp": _iso(signup),
-        # Internal columns, dropped before writing.
-        "_home": home,
-        "_level": level,
-        "_activity": activity,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i:07d}" for i in ids.tolist()],
+            "full_name": full.to_numpy(),
+            "emirates_id": emirates_id,
+            "phone": phone,
+            "email": email,
+            "date_of_birth": dob.astype(str),
+            "home_emirate": np.array(EMIRATES, dtype=object)[home],
+            "credit_limit_aed": limit.astype(float),
+            "signup_timestamp": _iso(signup),
+            # Internal columns, dropped before writing.
+            "_home": home,
+            "_level": level,
+            "_activity": activity,
+        }
+    )
 
 
 def _merchants(rng: np.random.Generator, n: int, start: date) -> pd.DataFrame:
     n_cat = len(CATEGORIES)
     # One merchant per category first so every category can be drawn even in tiny sets.
-    cat = np.concatenate([
-        np.arange(min(n, n_cat)),
-        rng.choice(n_cat, size=max(n - n_cat, 0), p=_CAT_MERCHANT_W / _CAT_MERCHANT_W.sum()),
-    ])
+    cat = np.concatenate(
+        [
+            np.arange(min(n, n_cat)),
+            rng.choice(n_cat, size=max(n - n_cat, 0), p=_CAT_MERCHANT_W / _CAT_MERCHANT_W.sum()),
+        ]
+    )
     online = (rng.random(n) < _CAT_ONLINE_P[cat]).astype(np.int64)
     online[cat == CATEGORIES.index("online_marketplace")] = 1
     # Online merchants are registered mostly in Dubai's free zones.
@@ -411,18 +790,20 @@ def _merchants(rng: np.random.Generator, n: int, start: date) -> pd.DataFrame:
         names.append(name)
     window_start = _epoch_s(start)
     created = window_start - _DAY_S - (rng.random(n) * 15 * 365 * _DAY_S).astype(np.int64)
-    return pd.DataFrame({
-        "merchant_id": [f"M{10001 + i:05d}" for i in range(n)],
-        "merchant_name": names,
-        "merchant_category": np.array(CATEGORIES, dtype=object)[cat],
-        "mcc": np.array([MCC[c] for c in CATEGORIES])[cat],
-        "emirate": np.array(EMIRATES, dtype=object)[emirate],
-        "is_online": online,
-        "created_timestamp": _iso(created),
-        "_cat": cat,
-        "_emirate": emirate,
-        "_popularity": np.exp(0.7 * rng.standard_normal(n)),
-    })
+    return pd.DataFrame(
+        {
+            "merchant_id": [f"M{10001 + i:05d}" for i in range(n)],
+            "merchant_name": names,
+            "merchant_category": np.array(CATEGORIES, dtype=object)[cat],
+            "mcc": np.array([MCC[c] for c in CATEGORIES])[cat],
+            "emirate": np.array(EMIRATES, dtype=object)[emirate],
+            "is_online": online,
+            "created_timestamp": _iso(created),
+            "_cat": cat,
+            "_emirate": emirate,
+            "_popularity": np.exp(0.7 * rng.standard_normal(n)),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,8 +833,13 @@ def _part(
     cust: np.ndarray, time: np.ndarray, merch: np.ndarray, amount: np.ndarray, *, fraud: int, kind: int
 ) -> dict[str, np.ndarray]:
     labels = {"fraud": fraud, "kind": kind}
-    return {"cust": cust, "time": time, "merch": merch, "amount": amount,
-            **{k: np.full(cust.size, v, dtype=np.int64) for k, v in labels.items()}}
+    return {
+        "cust": cust,
+        "time": time,
+        "merch": merch,
+        "amount": amount,
+        **{k: np.full(cust.size, v, dtype=np.int64) for k, v in labels.items()},
+    }
 
 
 def _transactions(
@@ -520,8 +906,11 @@ def _transactions(
         time_b = _fit_in_window(b_start[b_ep] + b_off, b_ep, end_s)
         burst_w = np.where(np.isin(np.array(CATEGORIES), _BURST_CATS), _CAT_LEGIT_W, 0.0)
         merch_b = _legit_merchants(rng, merchants, home[cust_b], burst_w)
-        amount_b = (level[cust_b] * _CAT_AMOUNT_F[m_cat[merch_b]]
-                    * np.exp(AMOUNT_NOISE_SIGMA * rng.standard_normal(cust_b.size)))
+        amount_b = (
+            level[cust_b]
+            * _CAT_AMOUNT_F[m_cat[merch_b]]
+            * np.exp(AMOUNT_NOISE_SIGMA * rng.standard_normal(cust_b.size))
+        )
         parts.append(_part(cust_b, time_b, merch_b, amount_b, fraud=0, kind=1))
 
     # Legit single large purchases: a new phone, gold for a wedding, a holiday.
@@ -547,8 +936,11 @@ def _transactions(
         size = cust_f.size
         legit_w = _CAT_LEGIT_W / _CAT_LEGIT_W.sum()
         cat_w = FRAUD_HIGH_VALUE_P * _CAT_FRAUD_W / _CAT_FRAUD_W.sum() + (1 - FRAUD_HIGH_VALUE_P) * legit_w
-        f_cat = np.where(stealth_tx, rng.choice(len(CATEGORIES), size=size, p=legit_w),
-                         rng.choice(len(CATEGORIES), size=size, p=cat_w))
+        f_cat = np.where(
+            stealth_tx,
+            rng.choice(len(CATEGORIES), size=size, p=legit_w),
+            rng.choice(len(CATEGORIES), size=size, p=cat_w),
+        )
         want_online = (rng.random(size) < FRAUD_ONLINE_P).astype(np.int64)
         any_in_cat = _pick_in_pool(m_cat, f_cat, rng.random(size), np.zeros(size, dtype=np.int64))
         merch_f = _pick_in_pool(m_cat * 2 + m_online, f_cat * 2 + want_online, rng.random(size), any_in_cat)
@@ -566,8 +958,11 @@ def _transactions(
     u = rng.random(cust.size)
     # Skimmed or cloned cards are used by insertion/swipe; everyday spend is mostly tap-to-pay.
     contactless_p = np.where(fraud == 1, FRAUD_CONTACTLESS_P, np.where(kind == 1, 0.9, 0.65))
-    channel_idx = np.where(online, CHANNELS.index("ecommerce"),
-                           np.where(u < contactless_p, CHANNELS.index("contactless"), CHANNELS.index("pos")))
+    channel_idx = np.where(
+        online,
+        CHANNELS.index("ecommerce"),
+        np.where(u < contactless_p, CHANNELS.index("contactless"), CHANNELS.index("pos")),
+    )
     emirate_idx = np.where(online, home[cust], merchants["_emirate"].to_numpy()[merch])
 
     order = np.lexsort((np.arange(cust.size), time))
@@ -596,8 +991,9 @@ def _write_transactions(
     if not cents.size:
         path.write_text(f"{header}\n", encoding="utf-8", newline="")
         return
-    amount = np.strings.add(np.strings.add((cents // 100).astype("U"), "."),
-                            np.strings.zfill((cents % 100).astype("U2"), 2))
+    amount = np.strings.add(
+        np.strings.add((cents // 100).astype("U"), "."), np.strings.zfill((cents % 100).astype("U2"), 2)
+    )
     fields = [
         np.strings.add("T", tx["transaction_id"][rows].astype("U10")),
         _iso(tx["time"][rows]),

@@ -61,11 +61,22 @@ def bento_server(bento_tag: str, port: int, timeout_s: float = 180) -> Iterator[
 
     from pipelines.packaging import bentoml_home
 
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home()), "FALAJ_HOME": str(get_settings().home.resolve())}
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home()),
+        "FALAJ_HOME": str(get_settings().home.resolve()),
+    }
     log = get_settings().home / "logs" / "bento-serve.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(Path(sys.executable).with_name("bentoml")), "serve", bento_tag, "--host", "127.0.0.1",
-            "--port", str(port)]
+    argv = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        bento_tag,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log.open("w") as out:
         server = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -98,9 +109,15 @@ def demo_transactions(use_case: str) -> list[dict[str, Any]]:
     import pandas as pd
 
     behaviour = pd.read_parquet(lake.zone_dir("features", use_case, "customer_behaviour") / "data.parquet")
-    merchants = pd.read_parquet(sorted(lake.zone_dir("validated", use_case, "merchants")
-                                       .glob("partition=*/data.parquet"))[-1])
-    latest = behaviour.dropna(subset=["last_txn_unix"]).sort_values("event_timestamp").groupby("customer_id").tail(1)
+    merchants = pd.read_parquet(
+        sorted(lake.zone_dir("validated", use_case, "merchants").glob("partition=*/data.parquet"))[-1]
+    )
+    latest = (
+        behaviour.dropna(subset=["last_txn_unix"])
+        .sort_values("event_timestamp")
+        .groupby("customer_id")
+        .tail(1)
+    )
     latest = latest[latest["avg_amount_30d_aed"] > 0].sort_values("event_timestamp").tail(5)
     store = merchants[merchants["is_online"] == 0].iloc[0]
     online = merchants[merchants["is_online"] == 1].iloc[0]
@@ -108,14 +125,16 @@ def demo_transactions(use_case: str) -> list[dict[str, Any]]:
     for index, customer in enumerate(latest.itertuples()):
         suspicious = index >= 3
         last = datetime.fromtimestamp(float(customer.last_txn_unix), tz=UTC)
-        rows.append({
-            "transaction_id": f"DEMO-{index + 1:03d}",
-            "customer_id": customer.customer_id,
-            "merchant_id": online.merchant_id if suspicious else store.merchant_id,
-            "amount_aed": round(float(customer.avg_amount_30d_aed) * (6.5 if suspicious else 0.9), 2),
-            "channel": "ecommerce" if suspicious else "pos",
-            "event_timestamp": (last + timedelta(minutes=2 if suspicious else 90)).isoformat(),
-        })
+        rows.append(
+            {
+                "transaction_id": f"DEMO-{index + 1:03d}",
+                "customer_id": customer.customer_id,
+                "merchant_id": online.merchant_id if suspicious else store.merchant_id,
+                "amount_aed": round(float(customer.avg_amount_30d_aed) * (6.5 if suspicious else 0.9), 2),
+                "channel": "ecommerce" if suspicious else "pos",
+                "event_timestamp": (last + timedelta(minutes=2 if suspicious else 90)).isoformat(),
+            }
+        )
     return rows
 
 
@@ -135,23 +154,31 @@ def collect(summary: DemoSummary, use_case: str) -> None:
     """Read what the run left behind: landing manifests, the validation report, the registry."""
     for manifest in lake.zone_dir("landing", use_case, "").glob("*/partition=*/_manifest.json"):
         dataset = manifest.parent.parent.name
-        summary.rows_ingested[dataset] = summary.rows_ingested.get(dataset, 0) + int(lake.read_json(manifest)["rows"])
+        summary.rows_ingested[dataset] = summary.rows_ingested.get(dataset, 0) + int(
+            lake.read_json(manifest)["rows"]
+        )
     report = get_settings().reports_dir / "validation" / f"{use_case}.json"
     summary.validation = lake.read_json(report) if report.exists() else {}
     with registry.session() as db:
         from sqlalchemy import select
 
-        decision = db.scalar(select(registry.GateDecision).where(registry.GateDecision.use_case == use_case)
-                             .order_by(registry.GateDecision.id.desc()).limit(1))
+        decision = db.scalar(
+            select(registry.GateDecision)
+            .where(registry.GateDecision.use_case == use_case)
+            .order_by(registry.GateDecision.id.desc())
+            .limit(1)
+        )
         if decision is not None:
             summary.gate = {"passed": decision.passed, "reason": decision.reason}
             candidate = db.get(registry.ModelVersion, decision.candidate_id)
             summary.gate["candidate"] = f"{candidate.tag} ({candidate.family})" if candidate else "?"
             set_sha = candidate.training_set_sha256 if candidate else ""
-            for version in db.scalars(select(registry.ModelVersion)
-                                      .where(registry.ModelVersion.training_set_sha256 == set_sha)):
+            for version in db.scalars(
+                select(registry.ModelVersion).where(registry.ModelVersion.training_set_sha256 == set_sha)
+            ):
                 summary.models[f"{version.tag} {version.family}"] = {
-                    "roc_auc": version.metrics["roc_auc"], "pr_auc": version.metrics["pr_auc"],
+                    "roc_auc": version.metrics["roc_auc"],
+                    "pr_auc": version.metrics["pr_auc"],
                     "parity_max_abs_diff": version.parity_max_abs_diff,
                 }
         champion = registry.resolve_alias(db, use_case, "champion")
@@ -163,30 +190,41 @@ def print_summary(summary: DemoSummary) -> None:
     print("\n=== Falaj demo summary ===")
     print("Rows ingested:     " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.rows_ingested.items())))
     v = summary.validation
-    print(f"Validation:        {'passed' if v.get('success') else 'FAILED'}: {v.get('partitions')} partitions, "
-          f"{v.get('rows', 0):,} rows, {v.get('expectations_evaluated')} expectations; Data Docs {v.get('data_docs')}")
+    print(
+        f"Validation:        {'passed' if v.get('success') else 'FAILED'}: {v.get('partitions')} partitions, "
+        f"{v.get('rows', 0):,} rows, {v.get('expectations_evaluated')} expectations"
+    )
+    print(f"Data Docs:         {v.get('data_docs')}")
     for name, metrics in summary.models.items():
-        print(f"Model {name:<22} ROC-AUC {metrics['roc_auc']:.4f}  PR-AUC {metrics['pr_auc']:.4f}  "
-              f"ONNX parity {metrics['parity_max_abs_diff']:.1e}")
-    print(f"Gate decision:     {'PASSED' if summary.gate.get('passed') else 'REFUSED'} for "
-          f"{summary.gate.get('candidate')}: {summary.gate.get('reason')}")
+        print(
+            f"Model {name:<22} ROC-AUC {metrics['roc_auc']:.4f}  PR-AUC {metrics['pr_auc']:.4f}  "
+            f"ONNX parity {metrics['parity_max_abs_diff']:.1e}"
+        )
+    print(
+        f"Gate decision:     {'PASSED' if summary.gate.get('passed') else 'REFUSED'} for "
+        f"{summary.gate.get('candidate')}: {summary.gate.get('reason')}"
+    )
     print(f"Bento:             {summary.bento_tag}")
-    print(f"Endpoint:          POST {summary.endpoint}/v1/score (stopped now; serve it again with "
-          f"BENTOML_HOME={home}/bentoml FALAJ_HOME={home} .venv/bin/bentoml serve {summary.bento_tag})")
+    print(
+        f"Endpoint:          POST {summary.endpoint}/v1/score (stopped now; serve it again with\n"
+        f"                   BENTOML_HOME={home}/bentoml FALAJ_HOME={home} "
+        f".venv/bin/bentoml serve {summary.bento_tag})"
+    )
     print("Scored transactions:")
     for row in summary.scores:
-        print(f"  {row['transaction_id']} {row['customer_id']} {row['amount_aed']:>10,.2f} AED {row['channel']:<11}"
-              f" score {row['score']:.4f} -> {row['decision']:<7} ({row['model_version']}, features "
-              f"{min(a for a in row['feature_freshness_seconds'].values() if a is not None) / 60:.0f} min old)")
-    print("Airflow UI:        AIRFLOW_HOME={0}/airflow AIRFLOW__CORE__DAGS_FOLDER={1}/dags "
-          "AIRFLOW__CORE__PLUGINS_FOLDER={1}/plugins FALAJ_HOME={0} .venv/bin/airflow standalone"
-          .format(home, get_settings().project_dir))
-    print("                   then open http://localhost:8080 (login printed by standalone)")
+        freshest = min(age for age in row["feature_freshness_seconds"].values() if age is not None)
+        print(
+            f"  {row['transaction_id']} {row['customer_id']} {row['amount_aed']:>10,.2f} AED "
+            f"{row['channel']:<11} score {row['score']:.4f} -> {row['decision']:<7} ({row['model_version']}, "
+            f"behaviour features {freshest / 60:.0f} min old)"
+        )
+    print(f"Airflow UI:        FALAJ_HOME={home} .venv/bin/falaj airflow standalone")
+    print("                   then open http://localhost:8080 (the login is printed at start)")
     print("Timings (s):       " + ", ".join(f"{k} {v:.1f}" for k, v in summary.timings.items()))
 
 
 def run_demo(size: str = "demo", use_case: str = "fraud") -> DemoSummary:
-    """Generate data, run the ingest, features and training DAGs, serve the Bento and score five transactions."""
+    """Generate data, run the ingest, features and training DAGs, serve the Bento, score five transactions."""
     spec = load_spec(use_case)
     summary = DemoSummary()
     logical_date = DATA_END.isoformat()
@@ -195,8 +233,10 @@ def run_demo(size: str = "demo", use_case: str = "fraud") -> DemoSummary:
 
     started = step(1, total, f"generating {SIZES[size]:,} {use_case} transactions over {DATA_DAYS} days")
     data = generate(get_settings().source_dir, SIZES[size], days=DATA_DAYS, end=DATA_END)
-    summary.timings["generate"] = done(started, f"{data.n_customers:,} customers, {data.n_merchants:,} merchants, "
-                                                f"fraud rate {data.fraud_rate:.2%}")
+    summary.timings["generate"] = done(
+        started,
+        f"{data.n_customers:,} customers, {data.n_merchants:,} merchants, fraud rate {data.fraud_rate:.2%}",
+    )
     started = step(2, total, "preparing Airflow metadata (SQLite)")
     airflow_cli.migrate()
     summary.timings["airflow_db"] = done(started)
@@ -224,6 +264,7 @@ def main(size: str = "demo") -> int:
         print(f"\ndemo failed: {failed}", file=sys.stderr)
         return 1
     print_summary(summary)
-    (get_settings().reports_dir / "demo-summary.json").write_text(json.dumps(summary.__dict__, indent=2,
-                                                                            default=str))
+    (get_settings().reports_dir / "demo-summary.json").write_text(
+        json.dumps(summary.__dict__, indent=2, default=str)
+    )
     return 0

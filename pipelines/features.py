@@ -69,12 +69,17 @@ def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> p
     out["spend_24h_aed"] = rolling["24h"].sum().to_numpy().round(2)
     out["avg_amount_30d_aed"] = rolling["30D"].mean().to_numpy().round(2)
     out["last_txn_unix"] = out["event_timestamp"].astype("int64") / 1e9
-    opening = pd.DataFrame({
-        "customer_id": customers["customer_id"],
-        "event_timestamp": customers["signup_timestamp"],
-        "txn_count_1h": 0, "txn_count_24h": 0, "spend_24h_aed": 0.0,
-        "avg_amount_30d_aed": np.nan, "last_txn_unix": np.nan,
-    })
+    opening = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "event_timestamp": customers["signup_timestamp"],
+            "txn_count_1h": 0,
+            "txn_count_24h": 0,
+            "spend_24h_aed": 0.0,
+            "avg_amount_30d_aed": np.nan,
+            "last_txn_unix": np.nan,
+        }
+    )
     combined = pd.concat([opening, out], ignore_index=True)
     return combined.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
 

@@ -39,7 +39,10 @@ def decide(policy: GatePolicy, candidate: float, champion: float | None) -> tupl
         return True, f"{name} {candidate:.4f} clears the floor {policy.min_value:.4f}; no champion yet"
     needed = champion + policy.min_improvement
     if candidate < needed:
-        return False, f"{name} {candidate:.4f} does not reach champion {champion:.4f} + {policy.min_improvement}"
+        return (
+            False,
+            f"{name} {candidate:.4f} does not reach champion {champion:.4f} + {policy.min_improvement}",
+        )
     return True, f"{name} {candidate:.4f} beats champion {champion:.4f} + {policy.min_improvement}"
 
 
@@ -61,21 +64,30 @@ def score_onnx(model_dir: Path, training_set_uri: str, features: list[str], labe
 
 def code_version() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True,  # noqa: S607
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, read-only query
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def register(db: Any, spec: UseCaseSpec, model_dir: Path, training_set: dict[str, Any]) -> registry.ModelVersion:
+def register(
+    db: Any, spec: UseCaseSpec, model_dir: Path, training_set: dict[str, Any]
+) -> registry.ModelVersion:
     """Record a trained model once: the same artifact registered again is the same version."""
     from sqlalchemy import select
 
     manifest = lake.read_json(model_dir / "manifest.json")
-    existing = db.scalar(select(registry.ModelVersion).where(
-        registry.ModelVersion.artifact_uri == str(model_dir),
-        registry.ModelVersion.onnx_sha256 == manifest["onnx_sha256"],
-    ))
+    existing = db.scalar(
+        select(registry.ModelVersion).where(
+            registry.ModelVersion.artifact_uri == str(model_dir),
+            registry.ModelVersion.onnx_sha256 == manifest["onnx_sha256"],
+        )
+    )
     if existing is not None:
         return existing
     metrics = lake.read_json(model_dir / "metrics.json")
@@ -115,22 +127,36 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
             passed, reason = True, f"{best.tag} is already the champion ({metric} {champion_value:.4f})"
         else:
             if champion is not None:
-                champion_value = score_onnx(Path(champion.artifact_uri), training_set["uri"], champion.features,
-                                            spec.label)[metric]
+                champion_value = score_onnx(
+                    Path(champion.artifact_uri), training_set["uri"], champion.features, spec.label
+                )[metric]
             passed, reason = decide(spec.gate, best.metrics[metric], champion_value)
-        db.add(registry.GateDecision(
-            use_case=spec.name, candidate_id=best.id, champion_id=champion.id if champion else None,
-            metric=metric, candidate_value=best.metrics[metric], champion_value=champion_value,
-            min_value=spec.gate.min_value, min_improvement=spec.gate.min_improvement,
-            passed=passed, reason=reason, decided_by=actor,
-        ))
+        db.add(
+            registry.GateDecision(
+                use_case=spec.name,
+                candidate_id=best.id,
+                champion_id=champion.id if champion else None,
+                metric=metric,
+                candidate_value=best.metrics[metric],
+                champion_value=champion_value,
+                min_value=spec.gate.min_value,
+                min_improvement=spec.gate.min_improvement,
+                passed=passed,
+                reason=reason,
+                decided_by=actor,
+            )
+        )
         if passed and not already_champion:
             if champion is not None:
                 registry.set_alias(db, spec.name, "archived", champion, actor, f"replaced by {best.tag}")
             registry.set_alias(db, spec.name, "champion", best, actor, f"gate passed: {reason}")
         result = GateResult(
-            passed=passed, reason=reason, metric=metric, candidate_tag=best.tag,
-            candidate_value=best.metrics[metric], champion_tag=champion.tag if champion else None,
+            passed=passed,
+            reason=reason,
+            metric=metric,
+            candidate_tag=best.tag,
+            candidate_value=best.metrics[metric],
+            champion_tag=champion.tag if champion else None,
             champion_value=champion_value,
             candidates={f"{v.tag} ({v.family})": v.metrics[metric] for v in candidates},
         )

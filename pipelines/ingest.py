@@ -107,7 +107,9 @@ def ingest(spec: UseCaseSpec, start: date, end: date) -> list[LandedPartition]:
             wanted = [(snapshot_day.isoformat(), source_file(source, snapshot_day))]
         for partition, path in wanted:
             if not path.exists():
-                raise SourceMissingError(f"{dataset}: source file {path} for partition {partition} is missing")
+                raise SourceMissingError(
+                    f"{dataset}: source file {path} for partition {partition} is missing"
+                )
             landed.append(land_partition(spec, dataset, partition, path))
     return landed
 

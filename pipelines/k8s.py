@@ -47,7 +47,8 @@ def training_pod(
             allow_privilege_escalation=False,
             capabilities=k8s.V1Capabilities(drop=["ALL"]),
         ),
-        volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path="/tmp")],
+        # A private emptyDir: the only writable path under a read-only root.
+        volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path="/tmp")],  # noqa: S108
         termination_message_policy="FallbackToLogsOnError",
     )
     region_affinity = k8s.V1Affinity(
@@ -69,7 +70,11 @@ def training_pod(
         metadata=k8s.V1ObjectMeta(
             generate_name=f"train-{spec.name}-{family.replace('_', '-')}-",
             namespace=namespace,
-            labels={"app.kubernetes.io/part-of": "falaj", "falaj/use-case": spec.name, "falaj/family": family},
+            labels={
+                "app.kubernetes.io/part-of": "falaj",
+                "falaj/use-case": spec.name,
+                "falaj/family": family,
+            },
         ),
         spec=k8s.V1PodSpec(
             containers=[container],
@@ -77,10 +82,14 @@ def training_pod(
             service_account_name="falaj-training",
             automount_service_account_token=False,
             security_context=k8s.V1PodSecurityContext(
-                run_as_non_root=True, fs_group=10001, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")
+                run_as_non_root=True,
+                fs_group=10001,
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
             ),
             node_selector={"falaj/pool": "gpu"} if gpu else {"falaj/pool": "cpu"},
-            tolerations=[k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")] if gpu else [],
+            tolerations=[k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+            if gpu
+            else [],
             affinity=region_affinity,
             volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
         ),

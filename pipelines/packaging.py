@@ -30,7 +30,9 @@ def verify_artifact(model_dir: Path, expected_sha256: str) -> None:
         raise PackagingRefusedError(f"{model_dir}: ONNX parity failed ({manifest['parity']['max_abs_diff']})")
     actual = lake.sha256_file(model_dir / "model.onnx")
     if actual != expected_sha256:
-        raise PackagingRefusedError(f"{model_dir}/model.onnx: sha256 {actual} != registered {expected_sha256}")
+        raise PackagingRefusedError(
+            f"{model_dir}/model.onnx: sha256 {actual} != registered {expected_sha256}"
+        )
 
 
 def package(spec: UseCaseSpec) -> str:
@@ -51,9 +53,17 @@ def package(spec: UseCaseSpec) -> str:
         except bentoml.exceptions.NotFound:
             with bentoml.models.create(
                 f"{model_name}:{model_version}",
-                labels={"use_case": spec.name, "family": champion.family, "registry_version": str(champion.version)},
-                metadata={"onnx_sha256": champion.onnx_sha256, "features": champion.features,
-                          "feature_service": champion.feature_service, "threshold": spec.serving.threshold},
+                labels={
+                    "use_case": spec.name,
+                    "family": champion.family,
+                    "registry_version": str(champion.version),
+                },
+                metadata={
+                    "onnx_sha256": champion.onnx_sha256,
+                    "features": champion.features,
+                    "feature_service": champion.feature_service,
+                    "threshold": spec.serving.threshold,
+                },
             ) as created:
                 for name in ("model.onnx", "manifest.json", "metrics.json"):
                     shutil.copy2(model_dir / name, Path(created.path) / name)

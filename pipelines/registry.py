@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, select
 from sqlalchemy import create_engine as sa_create_engine
@@ -21,7 +21,7 @@ def _now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
 
 
 class ModelVersion(Base):
@@ -98,8 +98,12 @@ def session() -> Session:
 
 
 def next_version(db: Session, use_case: str) -> int:
-    latest = db.scalar(select(ModelVersion.version).where(ModelVersion.use_case == use_case)
-                       .order_by(ModelVersion.version.desc()).limit(1))
+    latest = db.scalar(
+        select(ModelVersion.version)
+        .where(ModelVersion.use_case == use_case)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
     return (latest or 0) + 1
 
 
@@ -111,6 +115,10 @@ def set_alias(db: Session, use_case: str, alias: str, version: ModelVersion, act
 
 def resolve_alias(db: Session, use_case: str, alias: str) -> ModelVersion | None:
     """The version an alias points at now: its latest event wins."""
-    event = db.scalar(select(AliasEvent).where(AliasEvent.use_case == use_case, AliasEvent.alias == alias)
-                      .order_by(AliasEvent.id.desc()).limit(1))
+    event = db.scalar(
+        select(AliasEvent)
+        .where(AliasEvent.use_case == use_case, AliasEvent.alias == alias)
+        .order_by(AliasEvent.id.desc())
+        .limit(1)
+    )
     return db.get(ModelVersion, event.version_id) if event else None

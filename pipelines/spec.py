@@ -58,7 +58,9 @@ class GatePolicy(_Strict):
 
     metric: Literal["roc_auc", "pr_auc"] = "pr_auc"
     min_value: float = Field(ge=0.0, le=1.0, description="Absolute floor; the first model must clear it.")
-    min_improvement: float = Field(default=0.0, ge=-1.0, le=1.0, description="Over the champion, same test rows.")
+    min_improvement: float = Field(
+        default=0.0, ge=-1.0, le=1.0, description="Over the champion, same test rows."
+    )
 
 
 class Serving(_Strict):
@@ -91,7 +93,9 @@ class UseCaseSpec(_Strict):
     @model_validator(mode="after")
     def _references_resolve(self) -> UseCaseSpec:
         if self.training_set.entity_source not in self.sources:
-            raise ValueError(f"training_set.entity_source '{self.training_set.entity_source}' is not a source")
+            raise ValueError(
+                f"training_set.entity_source '{self.training_set.entity_source}' is not a source"
+            )
         entity_source = self.sources[self.training_set.entity_source]
         if entity_source.event_time is None:
             raise ValueError("training_set.entity_source must declare an event_time")

@@ -19,14 +19,22 @@ class TrainingFailedError(RuntimeError):
     """The training entrypoint exited non-zero; the message carries its last words."""
 
 
-def train_command(training_set_uri: str, family: str, params: dict[str, object], output_uri: str) -> list[str]:
+def train_command(
+    training_set_uri: str, family: str, params: dict[str, object], output_uri: str
+) -> list[str]:
     """The argv every backend runs: the DVC stage, the local subprocess and the Kubernetes pod."""
     return [
-        "python", "-m", "models.train",
-        "--training-set", training_set_uri,
-        "--family", family,
-        "--params", json.dumps(params, sort_keys=True),
-        "--output", output_uri,
+        "python",
+        "-m",
+        "models.train",
+        "--training-set",
+        training_set_uri,
+        "--family",
+        family,
+        "--params",
+        json.dumps(params, sort_keys=True),
+        "--output",
+        output_uri,
     ]
 
 
@@ -44,7 +52,9 @@ def train_local(spec: UseCaseSpec, training_set_uri: str, training_set_sha256: s
     argv = train_command(training_set_uri, family, params, str(target))
     argv[0] = sys.executable
     log.info("training %s: %s", family, " ".join(argv))
-    completed = subprocess.run(argv, cwd=get_settings().project_dir, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        argv, cwd=get_settings().project_dir, capture_output=True, text=True, check=False
+    )
     for line in completed.stderr.splitlines()[-40:]:
         log.info("[%s] %s", family, line)
     if completed.returncode != 0:

@@ -36,7 +36,9 @@ class TrainingSetRef:
 def feature_names(store: Any, service_name: str) -> list[str]:
     """The model's inputs, in the order the feature service declares them."""
     service = store.get_feature_service(service_name)
-    return [feature.name for projection in service.feature_view_projections for feature in projection.features]
+    return [
+        feature.name for projection in service.feature_view_projections for feature in projection.features
+    ]
 
 
 def entity_frame(spec: UseCaseSpec, transactions: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +51,9 @@ def entity_frame(spec: UseCaseSpec, transactions: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     event_time = transactions[spec.event_source.event_time or "event_timestamp"]
-    entity = transactions[[*spec.entities.values(), "transaction_id", "amount_aed", "channel", spec.label]].copy()
+    entity = transactions[
+        [*spec.entities.values(), "transaction_id", "amount_aed", "channel", spec.label]
+    ].copy()
     entity["request_unix"] = event_time.astype("int64") / 1e9
     entity["event_timestamp"] = event_time - pd.Timedelta(microseconds=1)
     return entity
@@ -80,12 +84,23 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
     store = feature_store()
     features = feature_names(store, spec.feature_service)
     entities = entity_frame(spec, transactions)
-    job = store.get_historical_features(entity_df=entities, features=store.get_feature_service(spec.feature_service))
+    job = store.get_historical_features(
+        entity_df=entities, features=store.get_feature_service(spec.feature_service)
+    )
     joined = assign_splits(job.to_df(), spec.training_set.valid_fraction, spec.training_set.test_fraction)
     if len(joined) != len(entities):
-        raise RuntimeError(f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
-                           "an entity without any feature row was dropped")
-    columns = ["transaction_id", *spec.entities.values(), "event_timestamp", *features, spec.label, SPLIT_COLUMN]
+        raise RuntimeError(
+            f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
+            "an entity without any feature row was dropped"
+        )
+    columns = [
+        "transaction_id",
+        *spec.entities.values(),
+        "event_timestamp",
+        *features,
+        spec.label,
+        SPLIT_COLUMN,
+    ]
     joined = joined[columns]
 
     root = lake.zone_dir("training_sets", spec.name, "")

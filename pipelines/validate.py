@@ -130,8 +130,13 @@ def publish(spec: UseCaseSpec, dataset: str, partition: str, frame: pd.DataFrame
 def _failures(context: Any, suite: str, dataset: str, partition: str, frame: pd.DataFrame) -> list[Failure]:
     result = validate_frame(context, suite, frame)
     return [
-        Failure(dataset, partition, item.expectation_config.type, item.expectation_config.kwargs.get("column"),
-                _describe(item))
+        Failure(
+            dataset,
+            partition,
+            item.expectation_config.type,
+            item.expectation_config.kwargs.get("column"),
+            _describe(item),
+        )
         for item in result.results
         if not item.success
     ]
@@ -166,8 +171,15 @@ def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> Validation
                 failures.extend(_failures(context, suite, dataset, partition, frame))
     context.build_data_docs()
     docs = context.get_docs_sites_urls()[0]["site_url"]
-    report = {"use_case": spec.name, "success": not failures, "partitions": len(partitions), "rows": rows,
-              "expectations_evaluated": evaluated, "failures": [str(f) for f in failures], "data_docs": docs}
+    report = {
+        "use_case": spec.name,
+        "success": not failures,
+        "partitions": len(partitions),
+        "rows": rows,
+        "expectations_evaluated": evaluated,
+        "failures": [str(f) for f in failures],
+        "data_docs": docs,
+    }
     lake.write_json(get_settings().reports_dir / "validation" / f"{spec.name}.json", report)
     if failures:
         lines = "\n".join(f"  - {failure}" for failure in failures)

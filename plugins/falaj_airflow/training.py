@@ -36,6 +36,7 @@ def kubernetes_train_operator(spec: UseCaseSpec, family: str) -> Any:
         get_logs=True,
         do_xcom_push=False,
         startup_timeout_seconds=900,
+        termination_message_policy="FallbackToLogsOnError",  # the failure reason reaches the task log
     )
 
 

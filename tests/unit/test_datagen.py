@@ -166,7 +166,14 @@ def test_every_pii_value_identifies_one_customer(small: GeneratedData) -> None:
     assert (signup < pd.Timestamp(small.start, tz="UTC")).all()
     assert customers["home_emirate"].value_counts().index[0] == "Dubai"
     assert set(customers["home_emirate"]) == {
-        "Abu Dhabi", "Dubai", "Sharjah", "Ajman", "Umm Al Quwain", "Ras Al Khaimah", "Fujairah"}
+        "Abu Dhabi",
+        "Dubai",
+        "Sharjah",
+        "Ajman",
+        "Umm Al Quwain",
+        "Ras Al Khaimah",
+        "Fujairah",
+    }
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])
@@ -260,8 +267,10 @@ def test_corrupt_partition_injects_bad_amounts_null_keys_and_negatives(
     assert pd.read_csv(path)["customer_id"].isna().sum() == blank_key.sum()
     untouched = ~(text | blank_key | negative)
     assert after[untouched].equals(before[untouched])
-    assert (pd.to_numeric(after.loc[negative, "amount_aed"]).abs()
-            == pd.to_numeric(before.loc[negative, "amount_aed"])).all()
+    assert (
+        pd.to_numeric(after.loc[negative, "amount_aed"]).abs()
+        == pd.to_numeric(before.loc[negative, "amount_aed"])
+    ).all()
 
 
 def test_generate_rejects_empty_requests(tmp_path: Path) -> None:
@@ -271,4 +280,3 @@ def test_generate_rejects_empty_requests(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="days"):
         generate(tmp_path, 100, days=0)
     assert not any(tmp_path.iterdir())
-

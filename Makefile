@@ -1,0 +1,40 @@
+# The README's two commands are `make demo` and `make test`; both build .venv from the lock first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean
+
+$(STAMP): requirements/lock.txt setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the locked environment into $(VENV) (first run: about two minutes) ..."
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/falaj demo
+
+test: venv lint
+	$(BIN)/python -m pytest tests -q
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+test-dags: venv
+	$(BIN)/python -m pytest tests/dags -q
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	rm -rf .falaj
