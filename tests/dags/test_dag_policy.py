@@ -50,7 +50,9 @@ def test_assets_link_the_chain(dagbag: Any) -> None:
     """The features DAG is scheduled on what ingest produces, training on what features produces."""
     for use_case in USE_CASES:
         produced = {
-            stage: {outlet.name for task in dagbag.dags[f"{use_case}_{stage}"].tasks for outlet in task.outlets}
+            stage: {
+                outlet.name for task in dagbag.dags[f"{use_case}_{stage}"].tasks for outlet in task.outlets
+            }
             for stage in ("ingest", "features", "training")
         }
         features_on = dagbag.dags[f"{use_case}_features"].timetable.asset_condition

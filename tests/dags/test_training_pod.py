@@ -46,7 +46,9 @@ def test_gpu_pod_runs_the_training_entrypoint(rendered_pod: Any) -> None:
     assert argv[argv.index("--family") + 1] == "pytorch_mlp"
     assert argv[argv.index("--output") + 1].endswith(f"/models/fraud/{'f' * 16}/pytorch_mlp")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
     assert pod["spec"]["nodeSelector"] == {"falaj/pool": "gpu"}
 
 
