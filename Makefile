@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean
+.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean dvc-repro
 
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ typecheck: venv
 
 clean:
 	rm -rf .falaj
+
+# Retrain every family with DVC on the training set the training DAG built last.
+dvc-repro: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

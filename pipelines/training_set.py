@@ -73,6 +73,15 @@ def assign_splits(frame: pd.DataFrame, valid_fraction: float, test_fraction: flo
     return ordered
 
 
+def point_current_at(target: Path) -> None:
+    """Move the ``current`` link (what `dvc repro` trains on) to the newest training set, atomically."""
+    link = target.parent / "current"
+    staging_link = target.parent / ".current.tmp"
+    staging_link.unlink(missing_ok=True)
+    staging_link.symlink_to(target.name, target_is_directory=True)
+    staging_link.replace(link)
+
+
 def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> TrainingSetRef:
     """Join point-in-time features for every labelled event in ``[start, end)`` and store the result."""
     transactions = read_validated(spec, spec.training_set.entity_source)
@@ -131,5 +140,6 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
             staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    point_current_at(target)
     log.info("training set %s: %d rows, %d positives", target.name, len(joined), positives)
     return TrainingSetRef(str(target), digest, len(joined), positives, tuple(features))
