@@ -18,7 +18,7 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/falaj demo
 
-test: venv lint
+test: venv lint typecheck
 	$(BIN)/python -m pytest tests -q
 
 test-unit: venv

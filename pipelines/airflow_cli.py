@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def migrate() -> None:
     subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(), check=True, capture_output=True)
 
 
-def dags_test(dag_id: str, logical_date: str, conf: dict[str, object]) -> DagRunResult:
+def dags_test(dag_id: str, logical_date: str, conf: Mapping[str, object]) -> DagRunResult:
     """Run one DAG in process with `airflow dags test`; its full log goes to ``$FALAJ_HOME/logs``."""
     import time
 

@@ -1,4 +1,4 @@
-"""The evaluation gate's decision: an absolute floor first, then the champion plus the required improvement."""
+"""The evaluation gate's decision: an absolute floor first, then the champion plus the improvement."""
 
 from __future__ import annotations
 

@@ -52,14 +52,17 @@ def test_ingest_lands_every_partition_of_the_window(
     # And each partition holds exactly the source rows, behind a manifest naming the current file
     for item in landed:
         frame, manifest = read_landed(fraud_spec, item.dataset, item.partition)
-        name = f"transactions/{item.partition}.csv" if item.dataset == "transactions" else f"{item.dataset}.csv"
+        is_day = item.dataset == "transactions"
+        name = f"transactions/{item.partition}.csv" if is_day else f"{item.dataset}.csv"
         assert item.rows == len(frame) == _data_rows(source.source_dir / name) == manifest["rows"]
         assert manifest["version"] == item.version
         assert manifest["file"] == f"data-{item.version}.parquet"
     assert sum(item.rows for item in landed if item.dataset == "transactions") == source.n_transactions
 
 
-def test_no_raw_pii_reaches_the_lake(falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec) -> None:
+def test_no_raw_pii_reaches_the_lake(
+    falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec
+) -> None:
     # Given the raw direct identifiers of every generated customer
     raw = pd.read_csv(source.source_dir / "customers.csv", dtype=str, keep_default_na=False)
     secrets = {value for column in PII_COLUMNS for value in raw[column]}
@@ -89,7 +92,9 @@ def test_no_raw_pii_reaches_the_lake(falaj_home: Path, source: GeneratedData, fr
     assert not [value for value in secrets if value in everything]
 
 
-def test_pii_is_treated_as_the_spec_says(falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec) -> None:
+def test_pii_is_treated_as_the_spec_says(
+    falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec
+) -> None:
     # Given the raw customers and the spec's treatments (drop, pseudonymize, year_only)
     raw = pd.read_csv(source.source_dir / "customers.csv", dtype=str, keep_default_na=False)
 
@@ -133,7 +138,8 @@ def test_treat_pii_on_a_hand_made_frame(fraud_spec: UseCaseSpec) -> None:
 
     # Then names are gone, identifiers are keyed tokens, birth dates keep only the year, gaps stay gaps
     assert "full_name" not in treated.columns
-    assert list(treated["emirates_id"]) == [pseudonym("784-1990-0000001-1", key), pseudonym("784-1988-0000002-2", key)]
+    assert list(treated["emirates_id"]) == [
+        pseudonym("784-1990-0000001-1", key), pseudonym("784-1988-0000002-2", key)]
     assert list(treated["phone"]) == [pseudonym("+971501111111", key), pseudonym("+971502222222", key)]
     assert treated.loc[0, "email"] == pseudonym("mariam@example.ae", key)
     assert pd.isna(treated.loc[1, "email"])

@@ -1,4 +1,4 @@
-"""Use-case spec: the shipped spec loads; every kind of bad spec is refused naming the field and the reason."""
+"""Use-case spec: the shipped spec loads; a bad spec is refused naming the field and the reason."""
 
 from __future__ import annotations
 

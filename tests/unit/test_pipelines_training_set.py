@@ -100,4 +100,5 @@ def test_ties_in_time_are_broken_by_transaction_id_whatever_the_input_order() ->
 
     # Then the result is the same row for row: a training set's hash must not depend on read order
     pd.testing.assert_frame_equal(first, second)
-    assert first.groupby("event_timestamp")["transaction_id"].apply(lambda ids: ids.is_monotonic_increasing).all()
+    ids_per_instant = first.groupby("event_timestamp")["transaction_id"]
+    assert ids_per_instant.apply(lambda ids: ids.is_monotonic_increasing).all()

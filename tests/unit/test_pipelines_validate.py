@@ -17,7 +17,9 @@ from pipelines.spec import UseCaseSpec
 from pipelines.validate import DataValidationError, validate
 
 # GX warns that the suites' regexes have groups (it only tests for a match): noise, not a finding.
-pytestmark = pytest.mark.filterwarnings("ignore:This pattern is interpreted as a regular expression:UserWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This pattern is interpreted as a regular expression:UserWarning"
+)
 
 
 @pytest.fixture
@@ -32,7 +34,8 @@ def _partitions(landed: list[LandedPartition]) -> list[tuple[str, str]]:
 
 def _validated(home: Path) -> dict[Path, tuple[bytes, int]]:
     root = home / "lake" / "validated"
-    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(root.rglob("*")) if path.is_file()}
+    files = [path for path in sorted(root.rglob("*")) if path.is_file()]
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files}
 
 
 def _report(home: Path) -> dict[str, object]:
@@ -71,10 +74,11 @@ def test_clean_window_is_published_with_declared_types(
     raw = pd.read_csv(source.source_dir / "transactions" / f"{day}.csv", dtype=str)
     assert list(tx["event_timestamp"]) == [pd.Timestamp(value) for value in raw["event_timestamp"]]
     assert list(tx["amount_aed"]) == [float(value) for value in raw["amount_aed"]]
-    customers = pd.read_parquet(validated / "customers" / f"partition={landed[-1].partition}" / "data.parquet")
+    snapshot = f"partition={landed[-1].partition}"
+    customers = pd.read_parquet(validated / "customers" / snapshot / "data.parquet")
     assert str(customers["signup_timestamp"].dt.tz) == "UTC"
     assert customers["credit_limit_aed"].dtype == "float64"
-    merchants = pd.read_parquet(validated / "merchants" / f"partition={landed[-1].partition}" / "data.parquet")
+    merchants = pd.read_parquet(validated / "merchants" / snapshot / "data.parquet")
     assert merchants["mcc"].dtype == "int64"
     assert str(merchants["created_timestamp"].dt.tz) == "UTC"
 
@@ -168,6 +172,7 @@ def test_negative_amount_alone_fails_the_range_expectation(
 
     # Then the amount range expectation is the one named, on the right partition, and nothing is published
     message = str(caught.value)
-    assert f"transactions partition={day}: expect_column_values_to_be_between on column 'amount_aed'" in message
+    expected = f"transactions partition={day}: expect_column_values_to_be_between on column 'amount_aed'"
+    assert expected in message
     assert "1 unexpected values" in message
     assert not _validated(falaj_home)

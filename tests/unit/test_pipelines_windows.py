@@ -77,10 +77,13 @@ def test_events_without_a_window_are_ignored() -> None:
 
     # When the window is derived
     # Then only the complete window counts
-    assert window_from_events(events) == (datetime(2026, 10, 7, tzinfo=UTC), datetime(2026, 10, 8, tzinfo=UTC))
+    expected = (datetime(2026, 10, 7, tzinfo=UTC), datetime(2026, 10, 8, tzinfo=UTC))
+    assert window_from_events(events) == expected
 
 
-@pytest.mark.parametrize("events", [[], [{}, {"end": "2026-10-01T00:00:00+00:00"}]], ids=["none", "no-windows"])
+@pytest.mark.parametrize(
+    "events", [[], [{}, {"end": "2026-10-01T00:00:00+00:00"}]], ids=["none", "no-windows"]
+)
 def test_no_window_in_events_gives_none(events: list[dict[str, str]]) -> None:
     # Given no event that carries a window
     # When the window is derived

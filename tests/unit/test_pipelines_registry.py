@@ -1,0 +1,146 @@
+"""Model registry on SQLite: version numbers per use case, alias moves as append-only history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pipelines import registry
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Session]:
+    """A session on a brand-new SQLite platform DB (tables created by ``engine``)."""
+    engine = registry.engine(f"sqlite:///{tmp_path / 'platform.db'}")
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+    engine.dispose()
+
+
+def _add_version(db: Session, use_case: str = "fraud", family: str = "lightgbm") -> registry.ModelVersion:
+    version = registry.ModelVersion(
+        use_case=use_case, version=registry.next_version(db, use_case), family=family,
+        artifact_uri=f"/artifacts/{use_case}/{family}", onnx_sha256="0" * 64, parity_max_abs_diff=1e-6,
+        metrics={"pr_auc": 0.5}, params={"num_leaves": 31}, features=["txn_count_1h"],
+        feature_service=f"{use_case}_v1", training_set_uri="/lake/ts", training_set_sha256="1" * 64,
+        code_version="abc123", created_by="trainer@bank.ae",
+    )
+    db.add(version)
+    db.flush()
+    return version
+
+
+def test_versions_count_up_per_use_case(db: Session) -> None:
+    # Given an empty registry
+    assert registry.next_version(db, "fraud") == 1
+
+    # When two fraud models and one of another use case are recorded
+    first, second = _add_version(db), _add_version(db, family="pytorch_mlp")
+    other = _add_version(db, use_case="aml")
+
+    # Then fraud is at v1, v2 with v3 next; the other use case numbers independently
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+    assert (first.tag, second.tag, other.tag) == ("fraud:v1", "fraud:v2", "aml:v1")
+    assert registry.next_version(db, "fraud") == 3
+    assert registry.next_version(db, "aml") == 2
+    assert registry.next_version(db, "churn") == 1
+
+
+def test_a_version_number_cannot_be_taken_twice(db: Session) -> None:
+    # Given fraud v1 recorded
+    taken = _add_version(db)
+
+    # When another row claims the same (use case, version)
+    duplicate = registry.ModelVersion(**{
+        column.key: getattr(taken, column.key) for column in registry.ModelVersion.__table__.columns
+        if column.key != "id"
+    })
+    db.add(duplicate)
+
+    # Then the database refuses it
+    with pytest.raises(IntegrityError):
+        db.flush()
+
+
+def test_version_round_trips_its_lineage(db: Session) -> None:
+    # Given a recorded version committed and read back in a fresh session
+    version = _add_version(db)
+    db.commit()
+    with Session(db.get_bind()) as fresh:
+        loaded = fresh.scalar(select(registry.ModelVersion).where(registry.ModelVersion.id == version.id))
+
+        # Then its JSON lineage and timestamps survived the round trip
+        assert loaded is not None
+        assert loaded.metrics == {"pr_auc": 0.5}
+        assert loaded.features == ["txn_count_1h"]
+        assert loaded.created_at is not None
+        assert loaded.bento_tag is None
+
+
+def test_unset_alias_resolves_to_nothing(db: Session) -> None:
+    # Given a version but no alias events
+    _add_version(db)
+
+    # Then no alias points anywhere yet
+    assert registry.resolve_alias(db, "fraud", "champion") is None
+
+
+def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
+    # Given two versions
+    v1, v2 = _add_version(db), _add_version(db)
+
+    # When champion moves v1 -> v2 -> back to v1 (a rollback)
+    registry.set_alias(db, "fraud", "champion", v1, "approver@bank.ae", "first model")
+    db.flush()
+    assert registry.resolve_alias(db, "fraud", "champion").id == v1.id
+    registry.set_alias(db, "fraud", "champion", v2, "approver@bank.ae", "gate passed")
+    db.flush()
+    assert registry.resolve_alias(db, "fraud", "champion").id == v2.id
+    registry.set_alias(db, "fraud", "champion", v1, "oncall@bank.ae", "rollback: drift alert")
+    db.flush()
+
+    # Then the latest event wins, even though it points at the older version
+    assert registry.resolve_alias(db, "fraud", "champion").id == v1.id
+    # And every move is kept, in order, with who and why
+    events = db.scalars(select(registry.AliasEvent).where(registry.AliasEvent.alias == "champion")
+                        .order_by(registry.AliasEvent.id)).all()
+    assert [(e.version_id, e.actor, e.reason) for e in events] == [
+        (v1.id, "approver@bank.ae", "first model"),
+        (v2.id, "approver@bank.ae", "gate passed"),
+        (v1.id, "oncall@bank.ae", "rollback: drift alert"),
+    ]
+
+
+def test_aliases_are_independent_per_name_and_use_case(db: Session) -> None:
+    # Given fraud v1, v2 and aml v1
+    v1, v2, aml = _add_version(db), _add_version(db), _add_version(db, use_case="aml")
+
+    # When fraud's champion and challenger and aml's champion are set
+    registry.set_alias(db, "fraud", "champion", v1, "a", "r")
+    registry.set_alias(db, "fraud", "challenger", v2, "a", "r")
+    registry.set_alias(db, "aml", "champion", aml, "a", "r")
+    db.flush()
+
+    # Then each resolves on its own
+    assert registry.resolve_alias(db, "fraud", "champion").id == v1.id
+    assert registry.resolve_alias(db, "fraud", "challenger").id == v2.id
+    assert registry.resolve_alias(db, "aml", "champion").id == aml.id
+    assert registry.resolve_alias(db, "fraud", "shadow") is None
+
+
+def test_unknown_alias_is_refused_and_nothing_recorded(db: Session) -> None:
+    # Given a version
+    version = _add_version(db)
+
+    # When an alias outside the fixed vocabulary is set
+    with pytest.raises(ValueError, match="unknown alias 'production'"):
+        registry.set_alias(db, "fraud", "production", version, "a", "r")
+
+    # Then no event was added
+    db.flush()
+    assert db.scalars(select(registry.AliasEvent)).all() == []
