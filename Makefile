@@ -1,5 +1,9 @@
 # The README's two commands are `make demo` and `make test`; both build .venv from the lock first.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
+# This machine's pip config lists local wheel folders that hold only some packages; pip warns for every other one.
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -9,8 +13,8 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (first run: about two minutes) ..."
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/lock.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/lock.txt $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . $(QUIET_PIP)
 	@touch $(STAMP)
 
 venv: $(STAMP)

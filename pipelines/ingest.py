@@ -71,9 +71,12 @@ def land_partition(spec: UseCaseSpec, dataset: str, partition: str, path: Path) 
         if current["version"] == version:
             return LandedPartition(dataset, partition, version, int(current["rows"]), created=False)
 
-    # Types are inferred, not forced: a malformed value must reach validation to be named there.
-    frame = pd.read_csv(path, keep_default_na=True)
-    treated = treat_pii(frame, spec.sources[dataset], key)
+    source = spec.sources[dataset]
+    # Text stays text (a phone is not a number); other types are inferred, not forced, so a malformed
+    # value reaches validation and is named there.
+    text_columns = {column: "string" for column, kind in source.columns.items() if kind == "string"}
+    frame = pd.read_csv(path, dtype=text_columns, keep_default_na=True)
+    treated = treat_pii(frame, source, key)
     data_path = target_dir / f"data-{version}.parquet"
     with lake.atomic_path(data_path) as tmp:
         treated.to_parquet(tmp, index=False)

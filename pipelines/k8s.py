@@ -23,7 +23,7 @@ def training_pod(
     """A ``V1Pod`` for one training run; GPU families get a GPU, tolerations and a GPU node pool."""
     from kubernetes.client import models as k8s
 
-    params = next(model.params for model in spec.models if model.family == family)
+    params = spec.model_params(family)
     gpu = family in GPU_FAMILIES
     limits = {"cpu": "4", "memory": "16Gi", **({"nvidia.com/gpu": "1"} if gpu else {})}
     container = k8s.V1Container(

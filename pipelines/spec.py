@@ -69,7 +69,12 @@ class Serving(_Strict):
 
 
 class TrainingSet(_Strict):
+    """Which events become labelled rows, and what request-time data they carry to on-demand features."""
+
     entity_source: str
+    id_column: str = Field(description="Unique id of an event; orders ties when splitting by time.")
+    request_columns: list[str] = Field(default_factory=list, description="Passed to on-demand features.")
+    request_time_column: str | None = Field(default=None, description="Event time in epoch seconds, if used.")
     valid_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
 
@@ -99,7 +104,13 @@ class UseCaseSpec(_Strict):
         entity_source = self.sources[self.training_set.entity_source]
         if entity_source.event_time is None:
             raise ValueError("training_set.entity_source must declare an event_time")
-        for column in [self.label, *self.entities.values()]:
+        wanted = [
+            self.label,
+            self.training_set.id_column,
+            *self.entities.values(),
+            *self.training_set.request_columns,
+        ]
+        for column in wanted:
             if column not in entity_source.columns:
                 raise ValueError(f"column '{column}' is not in source '{self.training_set.entity_source}'")
         return self
@@ -107,6 +118,14 @@ class UseCaseSpec(_Strict):
     @property
     def event_source(self) -> Source:
         return self.sources[self.training_set.entity_source]
+
+    def model_params(self, family: str) -> dict[str, Any]:
+        """The parameters the spec gives a model family; a family it does not declare is an error."""
+        for model in self.models:
+            if model.family == family:
+                return model.params
+        declared = ", ".join(model.family for model in self.models)
+        raise SpecError(f"use case '{self.name}' declares no model family '{family}' (declared: {declared})")
 
 
 def _describe(error: ValidationError) -> str:

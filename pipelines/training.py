@@ -44,7 +44,7 @@ def output_dir(spec: UseCaseSpec, training_set_sha256: str, family: str) -> Path
 
 def train_local(spec: UseCaseSpec, training_set_uri: str, training_set_sha256: str, family: str) -> str:
     """Train one family in a subprocess of this interpreter; returns the artifact directory."""
-    params = next(model.params for model in spec.models if model.family == family)
+    params = spec.model_params(family)
     target = output_dir(spec, training_set_sha256, family)
     if (target / "manifest.json").exists() and lake.read_json(target / "manifest.json")["parity"]["passed"]:
         log.info("%s already trained on this training set: %s", family, target)

@@ -50,20 +50,24 @@ def entity_frame(spec: UseCaseSpec, transactions: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
+    columns = spec.training_set
     event_time = transactions[spec.event_source.event_time or "event_timestamp"]
     entity = transactions[
-        [*spec.entities.values(), "transaction_id", "amount_aed", "channel", spec.label]
+        [*spec.entities.values(), columns.id_column, *columns.request_columns, spec.label]
     ].copy()
-    entity["request_unix"] = event_time.astype("int64") / 1e9
+    if columns.request_time_column:
+        entity[columns.request_time_column] = event_time.astype("int64") / 1e9
     entity["event_timestamp"] = event_time - pd.Timedelta(microseconds=1)
     return entity
 
 
-def assign_splits(frame: pd.DataFrame, valid_fraction: float, test_fraction: float) -> pd.DataFrame:
+def assign_splits(
+    frame: pd.DataFrame, valid_fraction: float, test_fraction: float, id_column: str = "transaction_id"
+) -> pd.DataFrame:
     """Split by time: the newest rows test, the ones before them validate, the rest train."""
     import numpy as np
 
-    ordered = frame.sort_values(["event_timestamp", "transaction_id"], kind="stable").reset_index(drop=True)
+    ordered = frame.sort_values(["event_timestamp", id_column], kind="stable").reset_index(drop=True)
     position = np.arange(len(ordered)) / max(len(ordered), 1)
     ordered[SPLIT_COLUMN] = np.select(
         [position >= 1 - test_fraction, position >= 1 - test_fraction - valid_fraction],
@@ -96,14 +100,15 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
     job = store.get_historical_features(
         entity_df=entities, features=store.get_feature_service(spec.feature_service)
     )
-    joined = assign_splits(job.to_df(), spec.training_set.valid_fraction, spec.training_set.test_fraction)
+    plan = spec.training_set
+    joined = assign_splits(job.to_df(), plan.valid_fraction, plan.test_fraction, plan.id_column)
     if len(joined) != len(entities):
         raise RuntimeError(
             f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
             "an entity without any feature row was dropped"
         )
     columns = [
-        "transaction_id",
+        plan.id_column,
         *spec.entities.values(),
         "event_timestamp",
         *features,

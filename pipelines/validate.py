@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import lake
@@ -116,12 +117,15 @@ def cast_to_declared(frame: pd.DataFrame, columns: dict[str, ColumnType]) -> pd.
     return typed
 
 
-def publish(spec: UseCaseSpec, dataset: str, partition: str, frame: pd.DataFrame, version: str) -> None:
-    target = lake.partition_dir("validated", spec.name, dataset, partition)
+def dataset_dir(spec: UseCaseSpec, dataset: str, partition: str) -> Path:
+    return lake.partition_dir("validated", spec.name, dataset, partition)
+
+
+def publish(target: Path, typed: pd.DataFrame, version: str) -> None:
+    """Write one validated partition, unless this landing version is already there."""
     manifest_path = target / "_manifest.json"
     if manifest_path.exists() and lake.read_json(manifest_path).get("landing_version") == version:
         return
-    typed = cast_to_declared(frame, spec.sources[dataset].columns)
     with lake.atomic_path(target / "data.parquet") as tmp:
         typed.to_parquet(tmp, index=False)
     lake.write_json(manifest_path, {"landing_version": version, "rows": len(typed)})
@@ -142,14 +146,38 @@ def _failures(context: Any, suite: str, dataset: str, partition: str, frame: pd.
     ]
 
 
+def _window_label(parts: list[tuple[str, Any, str]]) -> str:
+    names = sorted(partition for partition, _, _ in parts)
+    return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+
+
+def _cast_all(
+    spec: UseCaseSpec, loaded: dict[str, list[tuple[str, Any, str]]]
+) -> tuple[list[Any], list[Failure]]:
+    """Every frame in its declared types, or the casts that failed: nothing is published half-way."""
+    typed, failures = [], []
+    for dataset, parts in loaded.items():
+        for partition, frame, version in parts:
+            try:
+                typed.append(
+                    (dataset, partition, cast_to_declared(frame, spec.sources[dataset].columns), version)
+                )
+            except (ValueError, TypeError) as bad:
+                failures.append(
+                    Failure(dataset, partition, "cast to the spec's declared types", None, str(bad))
+                )
+    return typed, failures
+
+
 def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> ValidationSummary:
     """Validate each landed ``(dataset, partition)``; publish all of them, or none.
 
     Each dataset's window is checked as one batch; only when that fails is each partition checked
-    alone, so the report names the partitions at fault.
+    alone, so the report names the partitions at fault. A failure only the whole window shows (a
+    duplicate key across two days) is reported against the window's range.
 
     Raises:
-        DataValidationError: any expectation failed. The Data Docs page is written either way.
+        DataValidationError: any expectation or type cast failed. Data Docs are written either way.
     """
     import pandas as pd
 
@@ -166,9 +194,17 @@ def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> Validation
         result = validate_frame(context, suite, batch)
         evaluated += len(result.results)
         rows += len(batch)
-        if not result.success:
-            for partition, frame, _ in parts:
-                failures.extend(_failures(context, suite, dataset, partition, frame))
+        if result.success:
+            continue
+        found = [
+            f for partition, frame, _ in parts for f in _failures(context, suite, dataset, partition, frame)
+        ]
+        if not found and len(parts) > 1:
+            found = _failures(context, suite, dataset, _window_label(parts), batch)
+        failures.extend(found)
+    typed: list[Any] = []
+    if not failures:
+        typed, failures = _cast_all(spec, loaded)
     context.build_data_docs()
     docs = context.get_docs_sites_urls()[0]["site_url"]
     report = {
@@ -184,10 +220,9 @@ def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> Validation
     if failures:
         lines = "\n".join(f"  - {failure}" for failure in failures)
         raise DataValidationError(
-            f"{len(failures)} expectation(s) failed; nothing was published:\n{lines}\nData Docs: {docs}"
+            f"{len(failures)} check(s) failed; nothing was published:\n{lines}\nData Docs: {docs}"
         )
-    for dataset, parts in loaded.items():
-        for partition, frame, version in parts:
-            publish(spec, dataset, partition, frame, version)
+    for dataset, partition, frame, version in typed:
+        publish(dataset_dir(spec, dataset, partition), frame, version)
     log.info("validated %d partitions, %d rows, %d expectations", len(partitions), rows, evaluated)
     return ValidationSummary(len(partitions), rows, evaluated, docs)

@@ -25,7 +25,7 @@ def kubernetes_train_operator(spec: UseCaseSpec, family: str) -> Any:
     from pipelines.training import train_command
 
     output_uri = f"{get_settings().artifacts_dir}/models/{spec.name}/{TRAINING_SET_KEY}/{family}"
-    params = next(model.params for model in spec.models if model.family == family)
+    params = spec.model_params(family)
     argv = train_command(TRAINING_SET_URI, family, params, output_uri)
     return KubernetesPodOperator(
         task_id=f"train_{family}",
