@@ -12,8 +12,13 @@ from pipelines.settings import PROJECT_DIR, get_settings
 
 FRAUD_SPEC_PATH = PROJECT_DIR / "usecases" / "fraud.yaml"
 # Every FALAJ_* variable the settings read besides the home: a developer's shell must not leak into tests.
-_OTHER_SETTINGS = ("FALAJ_PROFILE", "FALAJ_PROJECT_DIR", "FALAJ_DATABASE_URL", "FALAJ_TRAINING_BACKEND",
-                   "FALAJ_ACTOR")
+_OTHER_SETTINGS = (
+    "FALAJ_PROFILE",
+    "FALAJ_PROJECT_DIR",
+    "FALAJ_DATABASE_URL",
+    "FALAJ_TRAINING_BACKEND",
+    "FALAJ_ACTOR",
+)
 
 
 def _clear_caches() -> None:

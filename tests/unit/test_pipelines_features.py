@@ -19,14 +19,16 @@ def _ts(*args: int) -> pd.Timestamp:
 
 @pytest.fixture
 def customers() -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": pd.array([A, B, C], dtype="string"),
-        "signup_timestamp": pd.Series([_ts(2026, 1, 1, 9), _ts(2025, 12, 31, 8), _ts(2025, 6, 1)]),
-        "credit_limit_aed": [5000.0, 12000.0, 2000.0],
-        "date_of_birth": pd.array(["1985", "1990", "2001"], dtype="string"),
-        "emirates_id": ["ps_" + "a" * 32, "ps_" + "b" * 32, "ps_" + "c" * 32],
-        "home_emirate": ["Dubai", "Ajman", "Fujairah"],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": pd.array([A, B, C], dtype="string"),
+            "signup_timestamp": pd.Series([_ts(2026, 1, 1, 9), _ts(2025, 12, 31, 8), _ts(2025, 6, 1)]),
+            "credit_limit_aed": [5000.0, 12000.0, 2000.0],
+            "date_of_birth": pd.array(["1985", "1990", "2001"], dtype="string"),
+            "emirates_id": ["ps_" + "a" * 32, "ps_" + "b" * 32, "ps_" + "c" * 32],
+            "home_emirate": ["Dubai", "Ajman", "Fujairah"],
+        }
+    )
 
 
 @pytest.fixture
@@ -40,13 +42,15 @@ def transactions() -> pd.DataFrame:
         (A, _ts(2026, 1, 1, 12, 0), 40.0),
         (A, _ts(2026, 1, 1, 10, 30), 20.0),
     ]
-    return pd.DataFrame({
-        "transaction_id": [f"T{i}" for i in range(len(rows))],
-        "customer_id": pd.array([row[0] for row in rows], dtype="string"),
-        "event_timestamp": pd.Series([row[1] for row in rows]),
-        "amount_aed": [row[2] for row in rows],
-        "channel": "pos",
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"T{i}" for i in range(len(rows))],
+            "customer_id": pd.array([row[0] for row in rows], dtype="string"),
+            "event_timestamp": pd.Series([row[1] for row in rows]),
+            "amount_aed": [row[2] for row in rows],
+            "channel": "pos",
+        }
+    )
 
 
 def test_customer_behaviour_rolls_right_closed_windows_per_customer(
@@ -61,8 +65,17 @@ def test_customer_behaviour_rolls_right_closed_windows_per_customer(
     # Then each transaction row holds the state just after it, windows (t - w, t]:
     # A at 11:00 counts 10:30 and 11:00 but not 10:00 (left edge open); at 12:00 only itself.
     rows = table[table["last_txn_unix"].notna()]
-    got = list(zip(rows["customer_id"], rows["event_timestamp"], rows["txn_count_1h"], rows["txn_count_24h"],
-                   rows["spend_24h_aed"], rows["avg_amount_30d_aed"], strict=True))
+    got = list(
+        zip(
+            rows["customer_id"],
+            rows["event_timestamp"],
+            rows["txn_count_1h"],
+            rows["txn_count_24h"],
+            rows["spend_24h_aed"],
+            rows["avg_amount_30d_aed"],
+            strict=True,
+        )
+    )
     assert got == [
         (A, _ts(2026, 1, 1, 10, 0), 1, 1, 10.0, 10.0),
         (A, _ts(2026, 1, 1, 10, 30), 2, 2, 30.0, 15.0),
@@ -114,15 +127,17 @@ def test_customer_profile_keeps_birth_year_and_no_identifiers(customers: pd.Data
 
 def test_merchant_profile_renames_and_types_its_columns() -> None:
     # Given validated merchants
-    merchants = pd.DataFrame({
-        "merchant_id": ["M10001", "M10002"],
-        "merchant_name": ["Gulf Grill Deira", "Souq Online Deals Online"],
-        "merchant_category": ["restaurant", "online_marketplace"],
-        "mcc": [5812, 5399],
-        "emirate": ["Dubai", "Dubai"],
-        "is_online": [0, 1],
-        "created_timestamp": pd.Series([_ts(2020, 3, 1), _ts(2022, 7, 15)]),
-    })
+    merchants = pd.DataFrame(
+        {
+            "merchant_id": ["M10001", "M10002"],
+            "merchant_name": ["Gulf Grill Deira", "Souq Online Deals Online"],
+            "merchant_category": ["restaurant", "online_marketplace"],
+            "mcc": [5812, 5399],
+            "emirate": ["Dubai", "Dubai"],
+            "is_online": [0, 1],
+            "created_timestamp": pd.Series([_ts(2020, 3, 1), _ts(2022, 7, 15)]),
+        }
+    )
 
     # When the profile table is built
     profile = merchant_profile(merchants)

@@ -25,8 +25,11 @@ def source(falaj_home: Path) -> GeneratedData:
 
 
 def _lake_files(home: Path) -> dict[Path, tuple[bytes, int]]:
-    return {path: (path.read_bytes(), path.stat().st_mtime_ns)
-            for path in sorted((home / "lake").rglob("*")) if path.is_file()}
+    return {
+        path: (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted((home / "lake").rglob("*"))
+        if path.is_file()
+    }
 
 
 def _data_rows(path: Path) -> int:
@@ -115,22 +118,33 @@ def test_pii_is_treated_as_the_spec_says(
     assert list(landed["date_of_birth"].astype(str)) == [value[:4] for value in raw["date_of_birth"]]
     # And the manifest records which key was used, never the key
     assert manifest["pseudonym_key_id"] == key_id(key)
-    assert key.hex() not in (falaj_home / "lake").joinpath(
-        "landing", "fraud", "customers", f"partition={(source.end - timedelta(days=1)).isoformat()}", MANIFEST
-    ).read_text()
+    assert (
+        key.hex()
+        not in (falaj_home / "lake")
+        .joinpath(
+            "landing",
+            "fraud",
+            "customers",
+            f"partition={(source.end - timedelta(days=1)).isoformat()}",
+            MANIFEST,
+        )
+        .read_text()
+    )
 
 
 def test_treat_pii_on_a_hand_made_frame(fraud_spec: UseCaseSpec) -> None:
     # Given two customers, one with a missing email, all values as text
-    frame = pd.DataFrame({
-        "customer_id": ["C0000001", "C0000002"],
-        "full_name": ["Mariam Saeed Al Ketbi", "Rahul Kumar Nair"],
-        "emirates_id": ["784-1990-0000001-1", "784-1988-0000002-2"],
-        "phone": ["+971501111111", "+971502222222"],
-        "email": ["mariam@example.ae", None],
-        "date_of_birth": ["1990-02-03", "1988-12-31"],
-        "home_emirate": ["Dubai", "Sharjah"],
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["C0000001", "C0000002"],
+            "full_name": ["Mariam Saeed Al Ketbi", "Rahul Kumar Nair"],
+            "emirates_id": ["784-1990-0000001-1", "784-1988-0000002-2"],
+            "phone": ["+971501111111", "+971502222222"],
+            "email": ["mariam@example.ae", None],
+            "date_of_birth": ["1990-02-03", "1988-12-31"],
+            "home_emirate": ["Dubai", "Sharjah"],
+        }
+    )
     key = b"z" * 32
 
     # When the customers source's treatments are applied
@@ -139,7 +153,9 @@ def test_treat_pii_on_a_hand_made_frame(fraud_spec: UseCaseSpec) -> None:
     # Then names are gone, identifiers are keyed tokens, birth dates keep only the year, gaps stay gaps
     assert "full_name" not in treated.columns
     assert list(treated["emirates_id"]) == [
-        pseudonym("784-1990-0000001-1", key), pseudonym("784-1988-0000002-2", key)]
+        pseudonym("784-1990-0000001-1", key),
+        pseudonym("784-1988-0000002-2", key),
+    ]
     assert list(treated["phone"]) == [pseudonym("+971501111111", key), pseudonym("+971502222222", key)]
     assert treated.loc[0, "email"] == pseudonym("mariam@example.ae", key)
     assert pd.isna(treated.loc[1, "email"])
@@ -172,8 +188,15 @@ def test_changed_source_lands_a_new_version_and_keeps_the_old(
     first = {(i.dataset, i.partition): i for i in ingest(fraud_spec, source.start, source.end)}
     day = (source.start + timedelta(days=3)).isoformat()
     old = first[("transactions", day)]
-    old_file = falaj_home / "lake" / "landing" / "fraud" / "transactions" / f"partition={day}" / (
-        f"data-{old.version}.parquet")
+    old_file = (
+        falaj_home
+        / "lake"
+        / "landing"
+        / "fraud"
+        / "transactions"
+        / f"partition={day}"
+        / (f"data-{old.version}.parquet")
+    )
     old_bytes = old_file.read_bytes()
 
     # When the source system re-delivers that day with its last row removed, and the window is rerun
@@ -220,3 +243,22 @@ def test_window_past_the_delivered_days_raises(source: GeneratedData, fraud_spec
     # When a window one day longer is ingested
     with pytest.raises(SourceMissingError, match=re.escape(f"{source.end.isoformat()}.csv")):
         ingest(fraud_spec, source.start, source.end + timedelta(days=1))
+
+
+def test_text_columns_stay_text_so_pseudonyms_do_not_depend_on_type_guessing(
+    falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec
+) -> None:
+    # Given a customers file whose phones pandas would read as numbers, one of them blank
+    customers = pd.read_csv(falaj_home / "source" / "customers.csv", dtype=str)
+    raw_phone = customers.loc[0, "phone"]
+    customers.loc[1, "phone"] = None
+    customers.to_csv(falaj_home / "source" / "customers.csv", index=False)
+
+    # When the window is landed
+    landed = ingest(fraud_spec, source.start, source.end)
+    snapshot = next(item for item in landed if item.dataset == "customers")
+    frame, _ = read_landed(fraud_spec, "customers", snapshot.partition)
+
+    # Then the token is the keyed pseudonym of the phone exactly as delivered, leading '+' included
+    assert frame.loc[0, "phone"] == pseudonym(raw_phone, load_or_create_key())
+    assert pd.isna(frame.loc[1, "phone"])

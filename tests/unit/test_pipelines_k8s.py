@@ -32,7 +32,8 @@ def test_gpu_family_gets_one_gpu_its_toleration_and_the_gpu_pool(gpu_pod: Any) -
     # Then it asks for exactly one GPU, tolerates the GPU taint and lands on the GPU pool
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert [(t.key, t.operator, t.effect) for t in gpu_pod.spec.tolerations] == [
-        ("nvidia.com/gpu", "Exists", "NoSchedule")]
+        ("nvidia.com/gpu", "Exists", "NoSchedule")
+    ]
     assert gpu_pod.spec.node_selector == {"falaj/pool": "gpu"}
     assert container.image == TRAINING_IMAGE
 
@@ -132,8 +133,13 @@ def test_serialized_gpu_pod_is_what_the_api_server_receives(fraud_spec: UseCaseS
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert spec["nodeSelector"] == {"falaj/pool": "gpu"}
     required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert required["nodeSelectorTerms"] == [{"matchExpressions": [
-        {"key": "topology.kubernetes.io/region", "operator": "In", "values": [fraud_spec.region]}]}]
+    assert required["nodeSelectorTerms"] == [
+        {
+            "matchExpressions": [
+                {"key": "topology.kubernetes.io/region", "operator": "In", "values": [fraud_spec.region]}
+            ]
+        }
+    ]
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True

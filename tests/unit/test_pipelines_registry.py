@@ -24,11 +24,20 @@ def db(tmp_path: Path) -> Iterator[Session]:
 
 def _add_version(db: Session, use_case: str = "fraud", family: str = "lightgbm") -> registry.ModelVersion:
     version = registry.ModelVersion(
-        use_case=use_case, version=registry.next_version(db, use_case), family=family,
-        artifact_uri=f"/artifacts/{use_case}/{family}", onnx_sha256="0" * 64, parity_max_abs_diff=1e-6,
-        metrics={"pr_auc": 0.5}, params={"num_leaves": 31}, features=["txn_count_1h"],
-        feature_service=f"{use_case}_v1", training_set_uri="/lake/ts", training_set_sha256="1" * 64,
-        code_version="abc123", created_by="trainer@bank.ae",
+        use_case=use_case,
+        version=registry.next_version(db, use_case),
+        family=family,
+        artifact_uri=f"/artifacts/{use_case}/{family}",
+        onnx_sha256="0" * 64,
+        parity_max_abs_diff=1e-6,
+        metrics={"pr_auc": 0.5},
+        params={"num_leaves": 31},
+        features=["txn_count_1h"],
+        feature_service=f"{use_case}_v1",
+        training_set_uri="/lake/ts",
+        training_set_sha256="1" * 64,
+        code_version="abc123",
+        created_by="trainer@bank.ae",
     )
     db.add(version)
     db.flush()
@@ -56,10 +65,13 @@ def test_a_version_number_cannot_be_taken_twice(db: Session) -> None:
     taken = _add_version(db)
 
     # When another row claims the same (use case, version)
-    duplicate = registry.ModelVersion(**{
-        column.key: getattr(taken, column.key) for column in registry.ModelVersion.__table__.columns
-        if column.key != "id"
-    })
+    duplicate = registry.ModelVersion(
+        **{
+            column.key: getattr(taken, column.key)
+            for column in registry.ModelVersion.__table__.columns
+            if column.key != "id"
+        }
+    )
     db.add(duplicate)
 
     # Then the database refuses it
@@ -107,8 +119,11 @@ def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
     # Then the latest event wins, even though it points at the older version
     assert registry.resolve_alias(db, "fraud", "champion").id == v1.id
     # And every move is kept, in order, with who and why
-    events = db.scalars(select(registry.AliasEvent).where(registry.AliasEvent.alias == "champion")
-                        .order_by(registry.AliasEvent.id)).all()
+    events = db.scalars(
+        select(registry.AliasEvent)
+        .where(registry.AliasEvent.alias == "champion")
+        .order_by(registry.AliasEvent.id)
+    ).all()
     assert [(e.version_id, e.actor, e.reason) for e in events] == [
         (v1.id, "approver@bank.ae", "first model"),
         (v2.id, "approver@bank.ae", "gate passed"),

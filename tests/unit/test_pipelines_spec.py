@@ -73,37 +73,83 @@ def test_parsed_spec_is_frozen(fraud_spec: UseCaseSpec) -> None:
 @pytest.mark.parametrize(
     ("mutate", "where", "reason"),
     [
-        pytest.param(lambda raw: raw.update(colour="blue"), "colour", "Extra inputs are not permitted",
-                     id="unknown-top-level-key"),
-        pytest.param(lambda raw: raw["sources"]["transactions"].update(partition_by="day"),
-                     "sources.transactions.partition_by", "Extra inputs are not permitted",
-                     id="unknown-nested-key"),
-        pytest.param(lambda raw: raw["gate"].update(min_value="high"), "gate.min_value", "valid number",
-                     id="string-for-float"),
+        pytest.param(
+            lambda raw: raw.update(colour="blue"),
+            "colour",
+            "Extra inputs are not permitted",
+            id="unknown-top-level-key",
+        ),
+        pytest.param(
+            lambda raw: raw["sources"]["transactions"].update(partition_by="day"),
+            "sources.transactions.partition_by",
+            "Extra inputs are not permitted",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            lambda raw: raw["gate"].update(min_value="high"),
+            "gate.min_value",
+            "valid number",
+            id="string-for-float",
+        ),
         # Strict mode: even a numeric-looking string is not coerced.
-        pytest.param(lambda raw: raw["gate"].update(min_value="0.5"), "gate.min_value", "valid number",
-                     id="numeric-string-not-coerced"),
-        pytest.param(lambda raw: raw["gate"].update(min_value=1.5), "gate.min_value",
-                     "less than or equal to 1", id="floor-above-one"),
-        pytest.param(lambda raw: raw["serving"].update(threshold=-0.1), "serving.threshold",
-                     "greater than or equal to 0", id="negative-threshold"),
-        pytest.param(lambda raw: raw["sources"]["customers"]["pii"].update(passport_no="drop"),
-                     "sources.customers", "column 'passport_no' is not declared in columns",
-                     id="pii-column-undeclared"),
-        pytest.param(lambda raw: raw["sources"]["customers"]["pii"].update(email="encrypt"),
-                     "sources.customers.pii.email", "'pseudonymize', 'drop' or 'year_only'",
-                     id="unknown-pii-treatment"),
-        pytest.param(lambda raw: raw["sources"]["transactions"]["columns"].update(event_timestamp="string"),
-                     "sources.transactions", "must have type timestamp", id="event-time-not-timestamp"),
-        pytest.param(lambda raw: raw["training_set"].update(entity_source="payments"), "(top level)",
-                     "training_set.entity_source 'payments' is not a source", id="entity-source-unknown"),
-        pytest.param(lambda raw: raw.update(label="chargeback"), "(top level)",
-                     "column 'chargeback' is not in source 'transactions'", id="label-not-in-entity-source"),
+        pytest.param(
+            lambda raw: raw["gate"].update(min_value="0.5"),
+            "gate.min_value",
+            "valid number",
+            id="numeric-string-not-coerced",
+        ),
+        pytest.param(
+            lambda raw: raw["gate"].update(min_value=1.5),
+            "gate.min_value",
+            "less than or equal to 1",
+            id="floor-above-one",
+        ),
+        pytest.param(
+            lambda raw: raw["serving"].update(threshold=-0.1),
+            "serving.threshold",
+            "greater than or equal to 0",
+            id="negative-threshold",
+        ),
+        pytest.param(
+            lambda raw: raw["sources"]["customers"]["pii"].update(passport_no="drop"),
+            "sources.customers",
+            "column 'passport_no' is not declared in columns",
+            id="pii-column-undeclared",
+        ),
+        pytest.param(
+            lambda raw: raw["sources"]["customers"]["pii"].update(email="encrypt"),
+            "sources.customers.pii.email",
+            "'pseudonymize', 'drop' or 'year_only'",
+            id="unknown-pii-treatment",
+        ),
+        pytest.param(
+            lambda raw: raw["sources"]["transactions"]["columns"].update(event_timestamp="string"),
+            "sources.transactions",
+            "must have type timestamp",
+            id="event-time-not-timestamp",
+        ),
+        pytest.param(
+            lambda raw: raw["training_set"].update(entity_source="payments"),
+            "(top level)",
+            "training_set.entity_source 'payments' is not a source",
+            id="entity-source-unknown",
+        ),
+        pytest.param(
+            lambda raw: raw.update(label="chargeback"),
+            "(top level)",
+            "column 'chargeback' is not in source 'transactions'",
+            id="label-not-in-entity-source",
+        ),
         pytest.param(lambda raw: raw.pop("gate"), "gate", "Field required", id="missing-section"),
-        pytest.param(lambda raw: raw.update(region="Dubai"), "region", "should match pattern",
-                     id="region-pattern"),
-        pytest.param(lambda raw: raw.update(feature_service="fraud"), "feature_service",
-                     "should match pattern", id="feature-service-without-version"),
+        pytest.param(
+            lambda raw: raw.update(region="Dubai"), "region", "should match pattern", id="region-pattern"
+        ),
+        pytest.param(
+            lambda raw: raw.update(feature_service="fraud"),
+            "feature_service",
+            "should match pattern",
+            id="feature-service-without-version",
+        ),
     ],
 )
 def test_bad_spec_names_field_path_and_reason(
@@ -173,3 +219,9 @@ def test_spec_file_under_its_own_name_loads(tmp_path: Path) -> None:
 
     # Then it equals the shipped one field for field
     assert loaded == load_spec_file(FRAUD_SPEC_PATH)
+
+
+def test_model_params_of_an_undeclared_family_names_the_declared_ones(fraud_spec: UseCaseSpec) -> None:
+    assert fraud_spec.model_params("lightgbm")["num_leaves"] == 31
+    with pytest.raises(SpecError, match=r"no model family 'xgboost' \(declared: lightgbm, pytorch_mlp\)"):
+        fraud_spec.model_params("xgboost")

@@ -15,24 +15,29 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def _transactions(times: list[datetime]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "transaction_id": [f"T{1000 + i}" for i in range(len(times))],
-        "event_timestamp": pd.Series(pd.to_datetime(times, utc=True)),
-        "customer_id": [f"C{i % 3:07d}" for i in range(len(times))],
-        "merchant_id": [f"M{10001 + i % 2}" for i in range(len(times))],
-        "amount_aed": [12.5 * (i + 1) for i in range(len(times))],
-        "currency": "AED",
-        "channel": "pos",
-        "emirate": "Dubai",
-        "merchant_category": "grocery",
-        "is_fraud": [i % 2 for i in range(len(times))],
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"T{1000 + i}" for i in range(len(times))],
+            "event_timestamp": pd.Series(pd.to_datetime(times, utc=True)),
+            "customer_id": [f"C{i % 3:07d}" for i in range(len(times))],
+            "merchant_id": [f"M{10001 + i % 2}" for i in range(len(times))],
+            "amount_aed": [12.5 * (i + 1) for i in range(len(times))],
+            "currency": "AED",
+            "channel": "pos",
+            "emirate": "Dubai",
+            "merchant_category": "grocery",
+            "is_fraud": [i % 2 for i in range(len(times))],
+        }
+    )
 
 
 def test_entity_times_are_one_microsecond_before_each_event(fraud_spec: UseCaseSpec) -> None:
     # Given three labelled transactions, one of them at a fractional second
-    times = [START + timedelta(hours=10), START + timedelta(days=1, seconds=7, microseconds=250_000),
-             START + timedelta(days=2, hours=23, minutes=59, seconds=59)]
+    times = [
+        START + timedelta(hours=10),
+        START + timedelta(days=1, seconds=7, microseconds=250_000),
+        START + timedelta(days=2, hours=23, minutes=59, seconds=59),
+    ]
     transactions = _transactions(times)
     original = transactions.copy()
 
@@ -47,8 +52,16 @@ def test_entity_times_are_one_microsecond_before_each_event(fraud_spec: UseCaseS
     assert entity["request_unix"].iloc[0] == (START + timedelta(hours=10)).timestamp()
 
     # And it carries the keys, the scoring inputs and the label, nothing else of the source
-    assert set(entity.columns) == {"customer_id", "merchant_id", "transaction_id", "amount_aed", "channel",
-                                   "is_fraud", "request_unix", "event_timestamp"}
+    assert set(entity.columns) == {
+        "customer_id",
+        "merchant_id",
+        "transaction_id",
+        "amount_aed",
+        "channel",
+        "is_fraud",
+        "request_unix",
+        "event_timestamp",
+    }
     assert list(entity["is_fraud"]) == [0, 1, 0]
     assert list(entity["transaction_id"]) == list(transactions["transaction_id"])
     # And the caller's frame is left as it was

@@ -59,7 +59,9 @@ def test_clean_window_is_published_with_declared_types(
     for item in landed:
         part = validated / item.dataset / f"partition={item.partition}"
         assert json.loads((part / "_manifest.json").read_text()) == {
-            "landing_version": item.version, "rows": item.rows}
+            "landing_version": item.version,
+            "rows": item.rows,
+        }
         assert len(pd.read_parquet(part / "data.parquet")) == item.rows
 
     # And the published data has the spec's types: tz-aware UTC timestamps, float64 amounts, int labels
@@ -176,3 +178,42 @@ def test_negative_amount_alone_fails_the_range_expectation(
     assert expected in message
     assert "1 unexpected values" in message
     assert not _validated(falaj_home)
+
+
+def test_duplicate_key_across_two_days_fails_against_the_window(
+    falaj_home: Path, source: GeneratedData, fraud_spec: UseCaseSpec
+) -> None:
+    # Given day 2 repeats day 1's first transaction: each day alone is clean, the window is not
+    days = sorted((falaj_home / "source" / "transactions").glob("*.csv"))
+    first_row = days[0].read_text().splitlines()[1]
+    with days[1].open("a") as handle:
+        handle.write(first_row + "\n")
+    landed = ingest(fraud_spec, source.start, source.end)
+
+    # When the window is validated
+    with pytest.raises(DataValidationError) as failed:
+        validate(fraud_spec, _partitions(landed))
+
+    # Then the uniqueness failure is reported against the window's range, and nothing is published
+    window = f"partition={source.start.isoformat()}..{(source.end - timedelta(days=1)).isoformat()}"
+    assert "expect_column_values_to_be_unique on column 'transaction_id'" in str(failed.value)
+    assert window in str(failed.value)
+    assert _validated(falaj_home) == {}
+
+
+def test_a_value_that_cannot_take_its_declared_type_publishes_nothing(fraud_spec: UseCaseSpec) -> None:
+    from pipelines.validate import _cast_all
+
+    # Given one partition whose integer column holds a null the suite did not catch
+    good = pd.DataFrame({"merchant_id": ["M00001"], "mcc": [5411], "is_online": [1]})
+    bad = pd.DataFrame({"merchant_id": ["M00002"], "mcc": [5411], "is_online": [None]})
+
+    # When the window is cast to the spec's types
+    typed, failures = _cast_all(
+        fraud_spec, {"merchants": [("2026-10-30", good, "v1"), ("2026-10-31", bad, "v1")]}
+    )
+
+    # Then the failure names the partition and the caller gets it before anything is written
+    assert [failure.partition for failure in failures] == ["2026-10-31"]
+    assert "declared types" in str(failures[0])
+    assert len(typed) == 1

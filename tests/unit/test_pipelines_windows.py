@@ -72,8 +72,11 @@ def test_window_from_events_is_the_union_of_their_windows() -> None:
 
 def test_events_without_a_window_are_ignored() -> None:
     # Given one event with a window and others that carry no (or half a) window
-    events = [{"run": "manual"}, {"start": "2026-10-01T00:00:00+00:00"},
-              window_extra(datetime(2026, 10, 7, tzinfo=UTC), datetime(2026, 10, 8, tzinfo=UTC))]
+    events = [
+        {"run": "manual"},
+        {"start": "2026-10-01T00:00:00+00:00"},
+        window_extra(datetime(2026, 10, 7, tzinfo=UTC), datetime(2026, 10, 8, tzinfo=UTC)),
+    ]
 
     # When the window is derived
     # Then only the complete window counts
