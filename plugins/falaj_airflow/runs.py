@@ -15,14 +15,14 @@ def asset_name(use_case: str, stage: str) -> str:
 
 
 def run_window(context: Any) -> tuple[datetime, datetime]:
-    """The window this run owns: what upstream runs published, else the data interval, else run_after.
-
-    The run's ``lookback_days`` param widens a scheduled window backwards.
+    """The window this run owns: it ends where upstream runs' published windows end, else at the data
+    interval's end, else at run_after; the run's ``lookback_days`` param can only widen it backwards.
     """
+    lookback_days = int(context["params"].get("lookback_days", 1))
     events = context.get("triggering_asset_events") or {}
-    extras = [event.extra for asset_events in events.values() for event in asset_events]
-    published = window_from_events(extras)
+    published = window_from_events([event.extra for batch in events.values() for event in batch])
     if published:
-        return published
+        start, end = published
+        return min(start, end - timedelta(days=lookback_days)), end
     end = context.get("data_interval_end") or context["dag_run"].run_after
-    return day_window(end, int(context["params"].get("lookback_days", 1)))
+    return day_window(end, lookback_days)

@@ -12,6 +12,8 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 DAGS = PROJECT / "dags"
 PLUGINS = PROJECT / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))  # as Airflow does for its plugins folder
 
 
 def airflow_env(tmp: Path) -> dict[str, str]:
@@ -28,8 +30,6 @@ def airflow_env(tmp: Path) -> dict[str, str]:
 def dag_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = airflow_env(tmp_path_factory.mktemp("dags"))
     os.environ.update(env)
-    if str(PLUGINS) not in sys.path:
-        sys.path.insert(0, str(PLUGINS))
     return env
 
 
