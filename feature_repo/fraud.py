@@ -1,9 +1,9 @@
 """Feature definitions of the `fraud` use case: one definition serves training and serving alike.
 
-TTLs are deliberate and all zero (no expiry): each view holds the entity's *latest known state*, and
-how old that state is is itself a feature (`minutes_since_last_txn`) that the model weighs, while
-serving reports every view's age as feature freshness. An expiring TTL would also make Feast's file
-offline store drop whole training rows of customers who were quiet for longer than the TTL.
+TTLs are deliberate. Behaviour aggregates expire after 30 days: a customer quiet for a month has no
+current behaviour, and the model sees it as missing rather than as a month-old burst. Profiles never
+expire (TTL 0): a customer's credit limit or a merchant's category code stays true until replaced.
+How old each value is, is reported by serving as feature freshness.
 """
 
 from datetime import timedelta
@@ -33,9 +33,9 @@ merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueTy
 customer_behaviour = FeatureView(
     name="customer_behaviour",
     entities=[customer],
-    ttl=timedelta(0),
+    ttl=timedelta(days=30),
     schema=[
-        Field(name="txn_count_1h", dtype=Int64, description="Card transactions in the hour up to now."),
+        Field(name="txn_count_1h", dtype=Int64, description="Transactions in the hour up to the latest one."),
         Field(name="txn_count_24h", dtype=Int64),
         Field(name="spend_24h_aed", dtype=Float64),
         Field(name="avg_amount_30d_aed", dtype=Float64, description="The customer's own 30-day mean."),
