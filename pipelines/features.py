@@ -27,12 +27,14 @@ class FeatureTables:
 
 
 def feature_store() -> Any:
-    """The Feast store of the current profile; its YAML reads paths from ``$FALAJ_HOME``."""
+    """The Feast store of the current profile; its YAML takes paths and URLs from the settings."""
     from feast import FeatureStore
 
     settings = get_settings()
     os.environ["FALAJ_HOME"] = str(settings.home.resolve())
-    return FeatureStore(repo_path=str(settings.feature_repo_dir))
+    os.environ["FALAJ_FEAST_REGISTRY_URL"] = settings.feast_registry_url
+    os.environ["FALAJ_REDIS_CONNECTION"] = settings.redis_connection
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), fs_yaml_file=settings.feature_store_yaml)
 
 
 def read_validated(spec: UseCaseSpec, dataset: str, latest_only: bool = False) -> pd.DataFrame:

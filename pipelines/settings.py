@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     project_dir: Path = PROJECT_DIR
     database_url: str | None = Field(default=None, description="Platform DB; SQLite under home if unset.")
     training_backend: Literal["local", "kubernetes"] = "local"
+    feast_registry_url: str = Field(
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/falaj_feast",
+        description="Feast's SQL registry in the prod profile.",
+    )
+    redis_connection: str = Field(
+        default="127.0.0.1:6379,db=0", description="Feast's Redis online store in the prod profile."
+    )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
 
     @computed_field  # type: ignore[prop-decorator]
@@ -56,6 +63,12 @@ class Settings(BaseSettings):
     @property
     def feature_repo_dir(self) -> Path:
         return self.project_dir / "feature_repo"
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """One ``feature_store.yaml`` per profile over the same definitions."""
+        name = "feature_store.yaml" if self.profile == "local" else f"feature_store.{self.profile}.yaml"
+        return self.feature_repo_dir / name
 
     @property
     def usecases_dir(self) -> Path:

@@ -1,0 +1,127 @@
+"""One feature-store suite, two profiles: `local` (SQLite, files) and `prod` (real Redis and PostgreSQL)."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from pipelines import registry, spec
+from pipelines.datagen import SIZES, generate
+from pipelines.features import apply_definitions, build_feature_tables, feature_store, materialize
+from pipelines.ingest import ingest
+from pipelines.settings import get_settings
+from pipelines.training_set import build_training_set
+from pipelines.validate import validate
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+REDIS_DB = 13
+
+
+def _clear() -> None:
+    get_settings.cache_clear()
+    spec._load_all.cache_clear()
+    registry.engine.cache_clear()
+
+
+@pytest.fixture(params=["local", "prod"])
+def profile(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("FALAJ_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FALAJ_PROFILE", request.param)
+    database = f"falaj_feast_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    if request.param == "prod":
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+        client.flushdb()
+        monkeypatch.setenv("FALAJ_FEAST_REGISTRY_URL", f"{POSTGRES}/{database}")
+        monkeypatch.setenv("FALAJ_REDIS_CONNECTION", f"127.0.0.1:6379,db={REDIS_DB}")
+    _clear()
+    yield request.param
+    _clear()
+    if request.param == "prod":
+        client.flushdb()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def online_dump(profile: str) -> list[Any]:
+    """Everything the online store holds, in a stable order, as raw bytes."""
+    if profile == "local":
+        with sqlite3.connect(get_settings().home / "feast" / "online.db") as db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            return [(t, sorted(db.execute(f'SELECT * FROM "{t}"').fetchall())) for t in sorted(tables)]  # noqa: S608
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    return sorted((key, sorted(client.hgetall(key).items())) for key in client.scan_iter())
+
+
+@pytest.fixture
+def loaded(profile: str) -> dict[str, Any]:
+    """Tiny reference data through ingest, validation, feature tables, apply and one materialization."""
+    use_case = spec.load_spec("fraud")
+    data = generate(get_settings().source_dir, SIZES["tiny"], days=20)
+    landed = ingest(use_case, data.start, data.end)
+    validate(use_case, [(item.dataset, item.partition) for item in landed])
+    build_feature_tables(use_case)
+    apply_definitions()
+    start = datetime.combine(data.start, datetime.min.time(), UTC)
+    end = datetime.combine(data.end, datetime.min.time(), UTC)
+    materialize(start, end)
+    return {"spec": use_case, "start": start, "end": end}
+
+
+def test_online_vector_is_the_latest_offline_row(loaded: dict[str, Any]) -> None:
+    behaviour = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "customer_behaviour" / "data.parquet"
+    )
+    latest = behaviour.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+    customers = list(latest.index[:5])
+    store = feature_store()
+    online = store.get_online_features(
+        features=["customer_behaviour:txn_count_24h", "customer_behaviour:avg_amount_30d_aed"],
+        entity_rows=[{"customer_id": c} for c in customers],
+    ).to_dict()
+    assert online["txn_count_24h"] == [int(latest.loc[c, "txn_count_24h"]) for c in customers]
+    assert online["avg_amount_30d_aed"] == pytest.approx(
+        [float(latest.loc[c, "avg_amount_30d_aed"]) for c in customers]
+    )
+
+
+def test_rerunning_a_window_leaves_the_online_store_byte_for_byte(
+    loaded: dict[str, Any], profile: str
+) -> None:
+    before = online_dump(profile)
+    assert before
+    materialize(loaded["start"], loaded["end"])
+    assert online_dump(profile) == before
+
+
+def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, Any]) -> None:
+    store = feature_store()
+    service = store.get_feature_service("fraud_v1")
+    reference = build_training_set(loaded["spec"], loaded["start"] + timedelta(days=10), loaded["end"])
+    row = pd.read_parquet(Path(reference.uri) / "data.parquet").iloc[-1]
+    online = store.get_online_features(
+        features=service,
+        entity_rows=[
+            {
+                "customer_id": row.customer_id,
+                "merchant_id": row.merchant_id,
+                "amount_aed": 100.0,
+                "channel": "pos",
+                "request_unix": loaded["end"].timestamp(),
+            }
+        ],
+    ).to_dict()
+    assert set(reference.features) <= set(online)
