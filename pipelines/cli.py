@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -109,3 +110,118 @@ def airflow(args: tuple[str, ...]) -> None:
 
     migrate()
     os.execve(airflow_bin(), [airflow_bin(), *args], airflow_env())  # noqa: S606 - argv is the user's own
+
+
+@main.group()
+def features() -> None:
+    """The feature store of the current profile."""
+
+
+@features.command("list")
+def features_list() -> None:
+    """Feature views, on-demand views and feature services in the registry."""
+    from pipelines.features import feature_store
+
+    store = feature_store()
+    for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        click.echo(f"view      {view.name:<22} ttl {view.ttl}  entities {', '.join(view.entities)}")
+    for odfv in sorted(store.list_on_demand_feature_views(), key=lambda v: v.name):
+        click.echo(f"on-demand {odfv.name:<22} {', '.join(f.name for f in odfv.features)}")
+    for service in sorted(store.list_feature_services(), key=lambda s: s.name):
+        click.echo(
+            f"service   {service.name:<22} {', '.join(p.name for p in service.feature_view_projections)}"
+        )
+
+
+@features.command("describe")
+@click.argument("name")
+def features_describe(name: str) -> None:
+    """One feature view or service: its features, types, TTL and source."""
+    from feast.errors import FeastObjectNotFoundException
+
+    from pipelines.features import feature_store
+
+    store = feature_store()
+    try:
+        view = store.get_feature_view(name)
+    except FeastObjectNotFoundException:
+        try:
+            service = store.get_feature_service(name)
+        except FeastObjectNotFoundException:
+            raise click.ClickException(f"no feature view or feature service named '{name}'") from None
+        for projection in service.feature_view_projections:
+            for feature in projection.features:
+                click.echo(f"{projection.name}:{feature.name}  {feature.dtype}")
+        return
+    click.echo(
+        f"{view.name}: entities {', '.join(view.entities)}, ttl {view.ttl}, source {view.batch_source.path}"
+    )
+    for feature in view.features:
+        click.echo(f"  {feature.name:<22} {feature.dtype}  {feature.description}")
+
+
+@features.command("materialize")
+@click.option("--start", type=click.DateTime(), required=True, help="UTC, inclusive.")
+@click.option("--end", type=click.DateTime(), required=True, help="UTC, exclusive.")
+def features_materialize(start: Any, end: Any) -> None:
+    """Load a window of every feature view into the online store (idempotent)."""
+    from datetime import UTC
+
+    from pipelines.features import materialize
+
+    if end <= start:
+        raise click.ClickException("--end must be after --start")
+    materialize(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+
+
+@features.command("get")
+@click.argument("service")
+@click.option(
+    "--entity", "entities", multiple=True, required=True, help="KEY=VALUE, e.g. customer_id=C1028897."
+)
+@click.option("--request", "requests", multiple=True, help="KEY=VALUE request data for on-demand features.")
+def features_get(service: str, entities: tuple[str, ...], requests: tuple[str, ...]) -> None:
+    """Print the online feature vector of one entity row, with each value's age."""
+    import json
+    import time
+
+    from feast.errors import FeastObjectNotFoundException
+
+    from pipelines.features import feature_store
+
+    row: dict[str, Any] = {}
+    for item in [*entities, *requests]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.ClickException(f"expected KEY=VALUE, got '{item}'")
+        row[key] = _number_or_text(value)
+    store = feature_store()
+    try:
+        features = store.get_feature_service(service)
+    except FeastObjectNotFoundException:
+        raise click.ClickException(f"no feature service named '{service}'") from None
+    try:
+        response = store.get_online_features(features=features, entity_rows=[row]).to_dict(
+            include_event_timestamps=True
+        )
+    except (KeyError, ValueError) as bad:
+        raise click.ClickException(f"cannot fetch {service} for {row}: {bad}") from None
+    now = time.time()
+    vector = {
+        name: {
+            "value": values[0],
+            "age_seconds": now - response[f"{name}__ts"][0] if response.get(f"{name}__ts", [0])[0] else None,
+        }
+        for name, values in response.items()
+        if not name.endswith("__ts")
+    }
+    click.echo(json.dumps(vector, indent=2, default=str))
+
+
+def _number_or_text(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value

@@ -125,3 +125,50 @@ def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, A
         ],
     ).to_dict()
     assert set(reference.features) <= set(online)
+
+
+def test_cli_lists_describes_and_gets(loaded: dict[str, Any]) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["features", "list"])
+    assert listed.exit_code == 0 and "service   fraud_v1" in listed.output
+    described = runner.invoke(main, ["features", "describe", "customer_behaviour"])
+    assert described.exit_code == 0 and "ttl 30 days" in described.output
+    unknown = runner.invoke(main, ["features", "describe", "no_such_view"])
+    assert (
+        unknown.exit_code == 1 and "no feature view or feature service named 'no_such_view'" in unknown.output
+    )
+    behaviour = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "customer_behaviour" / "data.parquet"
+    )
+    customer = behaviour.dropna().iloc[-1].customer_id
+    got = runner.invoke(
+        main,
+        [
+            "features",
+            "get",
+            "fraud_v1",
+            "--entity",
+            f"customer_id={customer}",
+            "--entity",
+            "merchant_id=M10001",
+            "--request",
+            "amount_aed=120",
+            "--request",
+            "channel=pos",
+            "--request",
+            f"request_unix={loaded['end'].timestamp()}",
+        ],
+    )
+    assert got.exit_code == 0, got.output
+    vector = json.loads(got.output)
+    assert vector["customer_id"]["value"] == customer
+    assert vector["txn_amount_aed"]["value"] == 120.0
+    assert vector["txn_count_24h"]["age_seconds"] > 0
+    malformed = runner.invoke(main, ["features", "get", "fraud_v1", "--entity", "customer_id"])
+    assert malformed.exit_code == 1 and "expected KEY=VALUE" in malformed.output
