@@ -11,8 +11,10 @@ from typing import Any, Literal
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import NotFound, UnprocessableEntity
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.freshness import StaleFeaturesError, apply_policy
 
 
 class BuildArgs(BaseModel):
@@ -47,6 +49,8 @@ class Score(BaseModel):
     feature_freshness_seconds: dict[str, float | None] = Field(
         description="Per feature view: how old the online features were at the transaction's time."
     )
+    degraded: bool = Field(description="True when the freshness policy replaced stale or missing features.")
+    stale_views: list[str] = Field(description="Feature views the freshness policy acted on.")
     latency_ms: float
 
 
@@ -80,6 +84,7 @@ class Scorer:
         )
         self.features: list[str] = list(manifest["features"])
         self.version = f"{ARGS.use_case}:v{self.model.info.labels['registry_version']}"
+        self.freshness = self.spec.serving.freshness[self.spec.feature_service]
         self.store = feature_store()
         self.service = self.store.get_feature_service(self.spec.feature_service)
         self.view_of = {
@@ -109,18 +114,19 @@ class Scorer:
             raise NotFound(f"no features for customer_id '{transaction.customer_id}'")
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("mcc", "merchant_is_online")):
             raise NotFound(f"no features for merchant_id '{transaction.merchant_id}'")
-        vector = np.array(
-            [[np.nan if online[f] is None else online[f] for f in self.features]], dtype=np.float32
-        )
-        if vector.shape[1] != len(self.features):
-            raise InvalidArgument("feature vector does not match the model's inputs")
-        probability = float(self.session.run(["probabilities"], {"input": vector})[0][0, 1])
-        freshness: dict[str, float | None] = {}
+        ages: dict[str, float | None] = {}
         for feature, view in self.view_of.items():
             stamp = online.get(f"{feature}__ts")
-            if stamp:  # on-demand features carry no timestamp: computed now
+            if stamp:  # on-demand features carry no timestamp: they are computed now
                 age = at.timestamp() - float(stamp)
-                freshness[view] = min(age, freshness.get(view) or age)
+                ages[view] = min(age, ages.get(view) or age)
+        values = {feature: online.get(feature) for feature in self.features}
+        try:
+            fresh = apply_policy(values, ages, self.view_of, self.freshness)
+        except StaleFeaturesError as stale:
+            raise UnprocessableEntity(str(stale)) from None
+        vector = np.array([[fresh.values[f] for f in self.features]], dtype=np.float32)
+        probability = float(self.session.run(["probabilities"], {"input": vector})[0][0, 1])
         threshold = self.spec.serving.threshold
         return Score(
             transaction_id=transaction.transaction_id,
@@ -128,6 +134,8 @@ class Scorer:
             threshold=threshold,
             decision="review" if probability >= threshold else "approve",
             model_version=self.version,
-            feature_freshness_seconds=freshness,
+            feature_freshness_seconds=ages,
+            degraded=fresh.degraded,
+            stale_views=list(fresh.stale_views),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )

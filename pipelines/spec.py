@@ -63,9 +63,24 @@ class GatePolicy(_Strict):
     )
 
 
+class FreshnessPolicy(_Strict):
+    """What serving does when a time-sensitive feature view is stale or has no value for the entity.
+
+    ``reject`` answers 422 with the reason; ``default`` scores with the declared defaults; ``degrade``
+    scores with the values treated as missing (the models impute them) and says so in the answer.
+    """
+
+    views: list[str] = Field(min_length=1, description="Feature views whose age matters.")
+    max_age_hours: float = Field(gt=0)
+    policy: Literal["reject", "default", "degrade"]
+    defaults: dict[str, float] = Field(default_factory=dict, description="Values used by policy 'default'.")
+
+
 class Serving(_Strict):
     threshold: float = Field(ge=0.0, le=1.0)
-    max_feature_age_hours: float = Field(gt=0)
+    freshness: dict[str, FreshnessPolicy] = Field(
+        min_length=1, description="Per feature service: the stale and missing feature policy."
+    )
 
 
 class TrainingSet(_Strict):
@@ -113,6 +128,8 @@ class UseCaseSpec(_Strict):
         for column in wanted:
             if column not in entity_source.columns:
                 raise ValueError(f"column '{column}' is not in source '{self.training_set.entity_source}'")
+        if self.feature_service not in self.serving.freshness:
+            raise ValueError(f"serving.freshness has no policy for feature service '{self.feature_service}'")
         return self
 
     @property

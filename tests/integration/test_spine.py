@@ -159,3 +159,13 @@ def test_corrupted_partition_stops_at_validation(demo_run: dict[str, Any], platf
     assert "expect_column_values_to_not_be_null on column 'customer_id'" in message
     assert f"partition={day}" in message
     assert {path: path.read_bytes() for path in before} == before
+
+
+def test_stale_behaviour_is_degraded_per_the_spec(server: str, demo_run: dict[str, Any]) -> None:
+    """fraud_v1's policy: behaviour older than 48 h is scored as missing, and the answer says so."""
+    fresh = httpx.post(f"{server}/v1/score", json={"transaction": known_transaction(demo_run)}).json()
+    assert fresh["degraded"] is False and fresh["stale_views"] == []
+    late = known_transaction(demo_run, event_timestamp="2026-11-20T12:00:00+00:00")
+    stale = httpx.post(f"{server}/v1/score", json={"transaction": late}).json()
+    assert stale["degraded"] is True and stale["stale_views"] == ["customer_behaviour"]
+    assert stale["feature_freshness_seconds"]["customer_behaviour"] > 48 * 3600

@@ -169,14 +169,14 @@ def test_every_bad_field_is_reported_not_just_the_first() -> None:
     # Given a spec with two independent mistakes
     def mutate(raw: dict[str, Any]) -> None:
         raw["gate"]["min_value"] = 2.0
-        raw["serving"]["max_feature_age_hours"] = 0
+        raw["serving"]["freshness"]["fraud_v1"]["max_age_hours"] = 0
 
     # When it is parsed
     message = _parse_mutated(mutate)
 
     # Then both are named, so the author fixes them in one pass
     assert "gate.min_value" in message
-    assert "serving.max_feature_age_hours" in message
+    assert "serving.freshness.fraud_v1.max_age_hours" in message
 
 
 def test_invalid_yaml_is_a_spec_error() -> None:
