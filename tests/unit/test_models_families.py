@@ -188,3 +188,28 @@ def test_native_files_are_written_where_asked(fitted, tmp_path: Path):
         path = family.save_native(fitted[name], tmp_path)
         assert path == tmp_path / family.native_filename
         assert path.stat().st_size > 0
+
+
+def test_float32_thresholds_decide_like_the_doubles_for_float32_inputs() -> None:
+    from models.lightgbm_family import float32_thresholds
+
+    # Given a tree whose numerical threshold sits just below a float32 value, and a categorical split
+    just_below = float(np.nextafter(np.float32(0.1), np.float32(1))) - 1e-12
+    text = (
+        "tree\nversion=v4\ntree_sizes=120\n\nTree=0\nnum_leaves=3\n"
+        f"threshold={just_below!r} 5\ndecision_type=2 1\nleaf_value=0 1 2\n\nend of trees\n"
+    )
+
+    # When the thresholds are rewritten
+    rewritten = float32_thresholds(text)
+    values = (
+        next(line for line in rewritten.splitlines() if line.startswith("threshold=")).split("=")[1].split()
+    )
+
+    # Then the numerical one is the largest float32 not above it, the categorical one is untouched,
+    # and the stale byte sizes are gone
+    numeric = float(values[0])
+    assert numeric == float(np.float32(numeric)) and numeric <= just_below
+    assert float(np.nextafter(np.float32(numeric), np.float32(1))) > just_below
+    assert values[1] == "5"
+    assert "tree_sizes=" not in rewritten
