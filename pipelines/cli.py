@@ -225,3 +225,47 @@ def _number_or_text(value: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+@main.group()
+def stream() -> None:
+    """Streaming feature ingestion."""
+
+
+@stream.command("consume")
+@click.option("--use-case", default="fraud", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option(
+    "--until-idle", is_flag=True, help="Stop when the broker has nothing more (for backfills and tests)."
+)
+def stream_consume(use_case: str, batch_size: int, until_idle: bool) -> None:
+    """Push each transaction event's behaviour state to the online store; SIGTERM or Ctrl-C stops cleanly."""
+    import logging
+    import signal
+    import threading
+
+    from pipelines.stream import run_consumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stats = run_consumer(use_case, stop, batch_size=batch_size, until_idle=until_idle)
+    click.echo(
+        f"stopped: {stats.consumed} events consumed, {stats.pushed} state rows pushed, "
+        f"{stats.dead_lettered} dead-lettered"
+    )
+
+
+@stream.command("produce")
+@click.argument(
+    "day_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--use-case", default="fraud", show_default=True)
+def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
+    """Publish source day files as transaction events (what a core-banking system would emit)."""
+    from pipelines.stream import open_broker, source_events
+
+    broker, _ = open_broker(use_case, consumer="producer")
+    published = sum(broker.publish(source_events(path)) for path in day_files)
+    click.echo(f"published {published} events")

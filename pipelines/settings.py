@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     redis_connection: str = Field(
         default="127.0.0.1:6379,db=0", description="Feast's Redis online store in the prod profile."
     )
+    stream_redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The event broker (Redis Streams) in the prod profile.",
+    )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
 
     @computed_field  # type: ignore[prop-decorator]
