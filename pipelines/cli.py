@@ -238,7 +238,14 @@ def stream() -> None:
 @click.option(
     "--until-idle", is_flag=True, help="Stop when the broker has nothing more (for backfills and tests)."
 )
-def stream_consume(use_case: str, batch_size: int, until_idle: bool) -> None:
+@click.option(
+    "--claim-idle-ms",
+    type=click.IntRange(0),
+    default=30_000,
+    show_default=True,
+    help="prod: take over events another consumer read but did not acknowledge for this long.",
+)
+def stream_consume(use_case: str, batch_size: int, until_idle: bool, claim_idle_ms: int) -> None:
     """Push each transaction event's behaviour state to the online store; SIGTERM or Ctrl-C stops cleanly."""
     import logging
     import signal
@@ -250,7 +257,9 @@ def stream_consume(use_case: str, batch_size: int, until_idle: bool) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    stats = run_consumer(use_case, stop, batch_size=batch_size, until_idle=until_idle)
+    stats = run_consumer(
+        use_case, stop, batch_size=batch_size, until_idle=until_idle, claim_idle_ms=claim_idle_ms
+    )
     click.echo(
         f"stopped: {stats.consumed} events consumed, {stats.pushed} state rows pushed, "
         f"{stats.dead_lettered} dead-lettered"

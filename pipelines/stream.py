@@ -290,7 +290,9 @@ def consume_batch(
     return stats
 
 
-def open_broker(use_case: str, consumer: str = "consumer-1") -> tuple[EventSource, StateStore]:
+def open_broker(
+    use_case: str, consumer: str = "consumer-1", claim_idle_ms: int = 30_000
+) -> tuple[EventSource, StateStore]:
     """The broker and state store of the current profile."""
     settings = get_settings()
     if settings.profile == "local":
@@ -299,7 +301,7 @@ def open_broker(use_case: str, consumer: str = "consumer-1") -> tuple[EventSourc
     import redis
 
     client = redis.Redis.from_url(settings.stream_redis_url)
-    stream = RedisStream(client, f"falaj:{use_case}:transactions", "falaj-features", consumer)
+    stream = RedisStream(client, f"falaj:{use_case}:transactions", "falaj-features", consumer, claim_idle_ms)
     return stream, RedisState(client, f"falaj:{use_case}:velocity")
 
 
@@ -310,6 +312,7 @@ def run_consumer(
     batch_size: int = 200,
     block_ms: int = 1000,
     until_idle: bool = False,
+    claim_idle_ms: int = 30_000,
 ) -> ConsumeStats:
     """Consume until ``stop`` is set (or, with ``until_idle``, until the broker has nothing more)."""
     from feast.data_source import PushMode
@@ -317,7 +320,7 @@ def run_consumer(
     from pipelines.features import feature_store
 
     store = feature_store()
-    source, state = open_broker(use_case)
+    source, state = open_broker(use_case, claim_idle_ms=claim_idle_ms)
 
     def push(frame: Any) -> None:
         store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)

@@ -2,68 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 
-from pipelines import registry, spec
+from pipelines import spec
 from pipelines.datagen import SIZES, generate
 from pipelines.features import apply_definitions, build_feature_tables, feature_store, materialize
 from pipelines.ingest import ingest
 from pipelines.settings import get_settings
 from pipelines.training_set import build_training_set
 from pipelines.validate import validate
+from tests.integration.conftest import online_dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
-REDIS_DB = 13
-
-
-def _clear() -> None:
-    get_settings.cache_clear()
-    spec._load_all.cache_clear()
-    registry.engine.cache_clear()
-
-
-@pytest.fixture(params=["local", "prod"])
-def profile(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("FALAJ_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FALAJ_PROFILE", request.param)
-    database = f"falaj_feast_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    if request.param == "prod":
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-        client.flushdb()
-        monkeypatch.setenv("FALAJ_FEAST_REGISTRY_URL", f"{POSTGRES}/{database}")
-        monkeypatch.setenv("FALAJ_REDIS_CONNECTION", f"127.0.0.1:6379,db={REDIS_DB}")
-    _clear()
-    yield request.param
-    _clear()
-    if request.param == "prod":
-        client.flushdb()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def online_dump(profile: str) -> list[Any]:
-    """Everything the online store holds, in a stable order, as raw bytes."""
-    if profile == "local":
-        with sqlite3.connect(get_settings().home / "feast" / "online.db") as db:
-            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            return [(t, sorted(db.execute(f'SELECT * FROM "{t}"').fetchall())) for t in sorted(tables)]  # noqa: S608
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    return sorted((key, sorted(client.hgetall(key).items())) for key in client.scan_iter())
 
 
 @pytest.fixture
