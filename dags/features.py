@@ -31,10 +31,16 @@ def build(spec: UseCaseSpec) -> None:
     def features_dag() -> None:
         @task
         def build_tables() -> dict[str, int]:
+            from airflow.sdk.exceptions import AirflowFailException
+
             from pipelines.features import build_feature_tables
             from pipelines.spec import load_spec
+            from pipelines.validate import DataValidationError
 
-            return build_feature_tables(load_spec(spec.name)).rows
+            try:
+                return build_feature_tables(load_spec(spec.name)).rows
+            except DataValidationError as failed:
+                raise AirflowFailException(str(failed)) from None  # a broken feature is not transient
 
         @task
         def apply() -> None:

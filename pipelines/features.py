@@ -106,13 +106,20 @@ def write_feature_table(spec: UseCaseSpec, view: str, frame: pd.DataFrame) -> Pa
 
 
 def build_feature_tables(spec: UseCaseSpec) -> FeatureTables:
-    """Recompute every feature-view input from the whole validated history (deterministic, idempotent)."""
+    """Recompute every feature-view input from the whole validated history (deterministic, idempotent).
+
+    Each table must pass its ``expectations/<view>.features.json`` suite before any is written, so a
+    broken aggregation never reaches the offline store, a training set or the online store.
+    """
+    from pipelines.validate import check_feature_tables
+
     customers = read_validated(spec, "customers", latest_only=True)
     tables = {
         "customer_behaviour": customer_behaviour(read_validated(spec, "transactions"), customers),
         "customer_profile": customer_profile(customers),
         "merchant_profile": merchant_profile(read_validated(spec, "merchants", latest_only=True)),
     }
+    check_feature_tables(tables)
     for view, frame in tables.items():
         write_feature_table(spec, view, frame)
         log.info("feature table %s: %d rows", view, len(frame))

@@ -226,3 +226,37 @@ def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> Validation
         publish(dataset_dir(spec, dataset, partition), frame, version)
     log.info("validated %d partitions, %d rows, %d expectations", len(partitions), rows, evaluated)
     return ValidationSummary(len(partitions), rows, evaluated, docs)
+
+
+def check_feature_tables(tables: dict[str, pd.DataFrame]) -> int:
+    """Run each table's ``<view>.features`` suite; raise before anything is published or served.
+
+    Returns:
+        The number of expectations evaluated.
+
+    Raises:
+        DataValidationError: naming each failed expectation, column and feature view.
+    """
+    context = _context()
+    failures: list[Failure] = []
+    evaluated = 0
+    for view, frame in tables.items():
+        result = validate_frame(context, f"{view}.features", frame)
+        evaluated += len(result.results)
+        failures.extend(
+            Failure(
+                view,
+                "all",
+                item.expectation_config.type,
+                item.expectation_config.kwargs.get("column"),
+                _describe(item),
+            )
+            for item in result.results
+            if not item.success
+        )
+    if failures:
+        lines = "\n".join(f"  - {failure}" for failure in failures)
+        raise DataValidationError(
+            f"feature quality: {len(failures)} expectation(s) failed; nothing was published:\n{lines}"
+        )
+    return evaluated
