@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean dvc-repro
+.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean dvc-repro bench
 
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ clean:
 # Retrain every family with DVC on the training set the training DAG built last.
 dvc-repro: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# Benchmarks: each figure next to a floor measured in the same run; reports land in bench/results/.
+bench: venv
+	$(BIN)/python -m bench.feature_store --size demo
