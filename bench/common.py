@@ -69,9 +69,10 @@ def write_report(name: str, figures: list[Figure], context: dict[str, Any]) -> P
         "|---|---|---|---|---|---|",
     ]
     for figure in figures:
+        met = "yes" if figure.met else "NO"
         lines.append(
             f"| {figure.name} | {figure.value:,.3f} {figure.unit} | {figure.floor:,.3f} {figure.unit} "
-            f"({figure.floor_name}) | {figure.ratio:.2f}x | {figure.target} | {'yes' if figure.met else 'NO'} |"
+            f"({figure.floor_name}) | {figure.ratio:.2f}x | {figure.target} | {met} |"
         )
     markdown = "\n".join(lines) + "\n"
     (RESULTS / f"{name}.md").write_text(markdown)

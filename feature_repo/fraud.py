@@ -33,7 +33,9 @@ merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueTy
 # Batch materialization fills the view from the lake; `falaj stream consume` pushes each new
 # transaction's state into the same view the moment it happens (online only: the lake gets the
 # transaction through the validated batch path, so nothing is written offline twice).
-customer_behaviour_push = PushSource(name="customer_behaviour_push", batch_source=_source("customer_behaviour"))
+customer_behaviour_push = PushSource(
+    name="customer_behaviour_push", batch_source=_source("customer_behaviour")
+)
 
 customer_behaviour = FeatureView(
     name="customer_behaviour",
