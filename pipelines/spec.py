@@ -24,11 +24,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Source(_Strict):
-    """A file source a source system drops into ``<home>/source``."""
+class SqlTable(_Strict):
+    """An on-prem database table read incrementally: each run takes the rows whose watermark falls in
+    its window. The connection URL comes from an environment variable, never from the spec."""
 
-    path: str = Field(description="Relative to the source directory; '{date}' marks daily partitions.")
-    format: Literal["csv"] = "csv"
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    watermark_column: str
+    connection_env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
+
+
+class Source(_Strict):
+    """Where a dataset comes from: files dropped into ``<home>/source``, or a SQL table."""
+
+    path: str | None = Field(
+        default=None, description="csv: relative to the source directory; '{date}' marks daily partitions."
+    )
+    format: Literal["csv", "sql"] = "csv"
+    sql: SqlTable | None = None
     columns: dict[str, ColumnType]
     event_time: str | None = None
     pii: dict[str, PiiTreatment] = Field(default_factory=dict)
@@ -36,10 +48,16 @@ class Source(_Strict):
 
     @property
     def partitioned(self) -> bool:
-        return "{date}" in self.path
+        return self.path is not None and "{date}" in self.path
 
     @model_validator(mode="after")
     def _columns_known(self) -> Source:
+        if self.format == "csv" and (self.path is None or self.sql is not None):
+            raise ValueError("a csv source needs 'path' and no 'sql'")
+        if self.format == "sql" and (self.sql is None or self.path is not None):
+            raise ValueError("a sql source needs 'sql' and no 'path'")
+        if self.sql is not None and self.columns.get(self.sql.watermark_column) != "timestamp":
+            raise ValueError(f"watermark column '{self.sql.watermark_column}' must be a declared timestamp")
         for name in [*self.pii, *([self.event_time] if self.event_time else [])]:
             if name not in self.columns:
                 raise ValueError(f"column '{name}' is not declared in columns")
