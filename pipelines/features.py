@@ -133,6 +133,10 @@ def apply_definitions() -> None:
     store = feature_store()
     if store.repo_path not in sys.path:
         sys.path.append(str(store.repo_path))  # as `feast apply` does: repo files import as top-level modules
+    for module in Path(store.repo_path).glob("*.py"):
+        # Definitions resolve lake paths from the settings when imported: import them afresh each apply,
+        # or a process that switches homes would register the first home's files.
+        sys.modules.pop(module.stem, None)
     apply_total(store.config, Path(store.repo_path), skip_source_validation=False)
 
 
@@ -146,3 +150,53 @@ def materialize(start: datetime, end: datetime) -> None:
     for view in store.list_feature_views():
         view_start = min(start, EPOCH) if view.tags.get("kind") == "profile" else start
         store.materialize(start_date=view_start, end_date=end, feature_views=[view.name])
+        apply_corrections(view, view_start, end)
+
+
+def apply_corrections(view: Any, start: datetime, end: datetime) -> int:
+    """Write rows whose values changed upstream but whose event time did not (a late correction).
+
+    Feast's Redis writer skips a row unless it is strictly newer than the stored one, so a corrected
+    latest row would never reach serving. Rows whose stored time equals the corrected row's time and
+    whose values differ are rewritten unconditionally; newer online rows (from the stream) are left.
+
+    Returns:
+        How many entities were corrected.
+    """
+    import pandas as pd
+
+    table = pd.read_parquet(view.batch_source.path)
+    stamp = view.batch_source.timestamp_field
+    in_window = table[(table[stamp] >= start) & (table[stamp] < end)]
+    if in_window.empty:
+        return 0
+    keys = [column.name for column in view.entity_columns]
+    latest = in_window.sort_values(stamp, kind="stable").groupby(keys).tail(1).reset_index(drop=True)
+    names = [feature.name for feature in view.features]
+    store = feature_store()
+    online = store.get_online_features(
+        features=[f"{view.name}:{name}" for name in names], entity_rows=latest[keys].to_dict(orient="records")
+    ).to_dict(include_event_timestamps=True)
+    stored_at = online[f"{names[0]}__ts"]
+    offline_at = (latest[stamp].astype("int64") // 1_000_000_000).tolist()
+    changed = [
+        index
+        for index in range(len(latest))
+        if stored_at[index] == offline_at[index]
+        and any(not _same(online[name][index], latest.at[index, name]) for name in names)
+    ]
+    if not changed:
+        return 0
+    if hasattr(store.config.online_store, "skip_dedup"):
+        store.config.online_store.skip_dedup = True  # this store instance only: overwrite equal times
+    store.write_to_online_store(view.name, latest.loc[changed].reset_index(drop=True))
+    log.info("%s: applied late corrections to %d entities", view.name, len(changed))
+    return len(changed)
+
+
+def _same(online: Any, offline: Any) -> bool:
+    import math
+
+    if online is None or (isinstance(offline, float) and math.isnan(offline)):
+        return online is None and (offline is None or (isinstance(offline, float) and math.isnan(offline)))
+    return bool(online == offline)

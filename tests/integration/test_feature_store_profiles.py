@@ -127,3 +127,38 @@ def test_cli_lists_describes_and_gets(loaded: dict[str, Any]) -> None:
     assert vector["txn_count_24h"]["age_seconds"] > 0
     malformed = runner.invoke(main, ["features", "get", "fraud_v1", "--entity", "customer_id"])
     assert malformed.exit_code == 1 and "expected KEY=VALUE" in malformed.output
+
+
+def test_a_late_correction_reaches_the_online_store_when_its_window_reruns(loaded: dict[str, Any]) -> None:
+    # Given the source system corrects the amount of one customer's latest transaction
+    use_case = loaded["spec"]
+    last_day = (
+        get_settings().source_dir / "transactions" / f"{(loaded['end'] - timedelta(days=1)).date()}.csv"
+    )
+    day = pd.read_csv(last_day, dtype=str)
+    corrected_row = day.index[-1]
+    customer = day.at[corrected_row, "customer_id"]
+    day.at[corrected_row, "amount_aed"] = "4321.00"
+    day.to_csv(last_day, index=False)
+
+    # When that window is rerun: land, validate, rebuild the tables, materialize
+    landed = ingest(use_case, (loaded["end"] - timedelta(days=1)).date(), loaded["end"].date())
+    assert any(item.created for item in landed if item.dataset == "transactions")
+    validate(use_case, [(item.dataset, item.partition) for item in landed])
+    build_feature_tables(use_case)
+    materialize(loaded["end"] - timedelta(days=1), loaded["end"])
+
+    # Then serving sees the corrected state, though its event time did not change
+    behaviour = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "customer_behaviour" / "data.parquet"
+    )
+    expected = behaviour[behaviour["customer_id"] == customer].sort_values("event_timestamp").iloc[-1]
+    online = (
+        feature_store()
+        .get_online_features(
+            features=["customer_behaviour:spend_24h_aed"], entity_rows=[{"customer_id": customer}]
+        )
+        .to_dict()
+    )
+    assert online["spend_24h_aed"] == [pytest.approx(float(expected["spend_24h_aed"]))]
+    assert float(expected["spend_24h_aed"]) >= 4321.0
