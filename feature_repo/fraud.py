@@ -79,6 +79,20 @@ merchant_profile = FeatureView(
     tags={"owner": "data-engineering", "pii": "none", "kind": "profile"},
 )
 
+merchant_activity = FeatureView(
+    name="merchant_activity",
+    entities=[merchant],
+    ttl=timedelta(days=30),
+    schema=[
+        Field(name="merchant_txn_count_24h", dtype=Int64),
+        Field(name="merchant_avg_amount_30d_aed", dtype=Float64),
+        Field(name="merchant_ecommerce_share_30d", dtype=Float64),
+    ],
+    source=_source("merchant_activity"),
+    online=True,
+    tags={"owner": "data-engineering", "pii": "none"},
+)
+
 transaction_request = RequestSource(
     name="transaction_request",
     schema=[
@@ -123,5 +137,19 @@ fraud_v1 = FeatureService(
         transaction_context,
     ],
     description="Features of the fraud model, version 1.",
+    tags={"use_case": USE_CASE},
+)
+
+# Version 2 adds the merchant's recent activity; v1 stays registered for the models trained on it.
+fraud_v2 = FeatureService(
+    name="fraud_v2",
+    features=[
+        customer_behaviour[["txn_count_1h", "txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed"]],
+        customer_profile,
+        merchant_profile,
+        merchant_activity,
+        transaction_context,
+    ],
+    description="Features of the fraud model, version 2: v1 plus merchant activity.",
     tags={"use_case": USE_CASE},
 )

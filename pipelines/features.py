@@ -86,6 +86,23 @@ def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> p
     return combined.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
 
 
+def merchant_activity(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Each merchant's recent activity just after each of its transactions: a merchant suddenly busy
+    with unusually large or online payments is where takeover bursts tend to land."""
+    frame = transactions[["merchant_id", "event_timestamp", "amount_aed", "channel"]].sort_values(
+        ["merchant_id", "event_timestamp"], kind="stable"
+    )
+    frame = frame.assign(ecommerce=(frame["channel"] == "ecommerce").astype("float64"))
+    grouped = frame.groupby("merchant_id", sort=False)
+    out = frame[["merchant_id", "event_timestamp"]].copy()
+    day = grouped.rolling("24h", on="event_timestamp")
+    month = grouped.rolling("30D", on="event_timestamp")
+    out["merchant_txn_count_24h"] = day["amount_aed"].count().to_numpy().astype("int64")
+    out["merchant_avg_amount_30d_aed"] = month["amount_aed"].mean().to_numpy().round(2)
+    out["merchant_ecommerce_share_30d"] = month["ecommerce"].mean().to_numpy().round(4)
+    return out.reset_index(drop=True)
+
+
 def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:
     return customers.assign(birth_year=customers["date_of_birth"].astype("int64"))[
         ["customer_id", "signup_timestamp", "credit_limit_aed", "birth_year"]
@@ -114,8 +131,10 @@ def build_feature_tables(spec: UseCaseSpec) -> FeatureTables:
     from pipelines.validate import check_feature_tables
 
     customers = read_validated(spec, "customers", latest_only=True)
+    transactions = read_validated(spec, "transactions")
     tables = {
-        "customer_behaviour": customer_behaviour(read_validated(spec, "transactions"), customers),
+        "customer_behaviour": customer_behaviour(transactions, customers),
+        "merchant_activity": merchant_activity(transactions),
         "customer_profile": customer_profile(customers),
         "merchant_profile": merchant_profile(read_validated(spec, "merchants", latest_only=True)),
     }

@@ -64,7 +64,7 @@ def test_rerunning_a_window_leaves_the_online_store_byte_for_byte(
 
 def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, Any]) -> None:
     store = feature_store()
-    service = store.get_feature_service("fraud_v1")
+    service = store.get_feature_service(loaded["spec"].feature_service)
     reference = build_training_set(loaded["spec"], loaded["start"] + timedelta(days=10), loaded["end"])
     row = pd.read_parquet(Path(reference.uri) / "data.parquet").iloc[-1]
     online = store.get_online_features(

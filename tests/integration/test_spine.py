@@ -45,7 +45,7 @@ def test_both_families_trained_with_onnx_parity_and_gate_recorded(demo_run: dict
     with registry.session() as db:
         champion = registry.resolve_alias(db, "fraud", "champion")
         assert champion is not None and champion.bento_tag == demo_run["summary"]["bento_tag"]
-        assert champion.training_set_sha256 and champion.feature_service == "fraud_v1"
+        assert champion.training_set_sha256 and champion.feature_service == "fraud_v2"
         assert Path(champion.training_set_uri, "manifest.json").exists()
 
 
@@ -162,7 +162,7 @@ def test_corrupted_partition_stops_at_validation(demo_run: dict[str, Any], platf
 
 
 def test_stale_behaviour_is_degraded_per_the_spec(server: str, demo_run: dict[str, Any]) -> None:
-    """fraud_v1's policy: behaviour older than 48 h is scored as missing, and the answer says so."""
+    """The service's policy: behaviour older than 48 h is scored as missing, and the answer says so."""
     fresh = httpx.post(f"{server}/v1/score", json={"transaction": known_transaction(demo_run)}).json()
     assert fresh["degraded"] is False and fresh["stale_views"] == []
     late = known_transaction(demo_run, event_timestamp="2026-11-20T12:00:00+00:00")

@@ -28,6 +28,7 @@ def lake_with_birth_year(spec: UseCaseSpec, year: str) -> None:
                 "customer_id": ["C0000001"],
                 "merchant_id": ["M00001"],
                 "amount_aed": [50.0],
+                "channel": ["pos"],
             }
         ),
     )
@@ -63,6 +64,7 @@ def test_good_tables_are_published(falaj_home: Path, fraud_spec: UseCaseSpec) ->
     lake_with_birth_year(fraud_spec, "1990")
     assert build_feature_tables(fraud_spec).rows == {
         "customer_behaviour": 2,
+        "merchant_activity": 1,
         "customer_profile": 1,
         "merchant_profile": 1,
     }

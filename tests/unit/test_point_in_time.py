@@ -140,3 +140,13 @@ def test_every_event_of_the_window_is_a_row_and_the_hash_is_recorded(
     manifests = list((falaj_home / "lake" / "training_sets" / "fraud").glob("*/manifest.json"))
     manifest = lake.read_json(manifests[0])
     assert manifest["sha256"] == lake.sha256_file(manifests[0].parent / "data.parquet")
+
+
+def test_merchant_activity_is_joined_as_of_the_event(training_set: pd.DataFrame) -> None:
+    # Every transaction is at M00001 over the e-commerce channel. As of just before T2 (10:30) the
+    # merchant has seen T6 (09:00, 60 AED) and T1 (10:00, 100 AED); T5 is 40 days old, outside 30 days.
+    # As of just before T4 (12:00) it has seen T6, T1, T2, T3: 60 + 100 + 300 + 900 over four.
+    t2, t4 = training_set.loc["T2"], training_set.loc["T4"]
+    assert (t2.merchant_txn_count_24h, t2.merchant_avg_amount_30d_aed) == (2, 80.0)
+    assert (t4.merchant_txn_count_24h, t4.merchant_avg_amount_30d_aed) == (4, 340.0)
+    assert t4.merchant_ecommerce_share_30d == 1.0
