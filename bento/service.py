@@ -32,6 +32,7 @@ class Transaction(BaseModel):
 
     transaction_id: str = Field(min_length=1, max_length=64)
     customer_id: str = Field(min_length=1, max_length=64)
+    card_id: str = Field(min_length=1, max_length=64)
     merchant_id: str = Field(min_length=1, max_length=64)
     amount_aed: float = Field(gt=0, le=1_000_000)
     channel: Literal["pos", "contactless", "ecommerce"]
@@ -96,6 +97,7 @@ class Scorer:
     def _online(self, txn: Transaction, at: datetime) -> dict[str, Any]:
         row = {
             "customer_id": txn.customer_id,
+            "card_id": txn.card_id,
             "merchant_id": txn.merchant_id,
             "amount_aed": txn.amount_aed,
             "channel": txn.channel,

@@ -29,6 +29,7 @@ def _source(view: str) -> FileSource:
 
 customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
 merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
+card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.STRING)
 
 # Batch materialization fills the view from the lake; `falaj stream consume` pushes each new
 # transaction's state into the same view the moment it happens (online only: the lake gets the
@@ -77,6 +78,22 @@ merchant_profile = FeatureView(
     source=_source("merchant_profile"),
     online=True,
     tags={"owner": "data-engineering", "pii": "none", "kind": "profile"},
+)
+
+card_velocity = FeatureView(
+    name="card_velocity",
+    entities=[card],
+    ttl=timedelta(days=1),  # only the last day's pace matters for a card; older is missing, not zero
+    schema=[
+        Field(
+            name="card_txn_count_1h", dtype=Int64, description="Transactions in the hour up to the latest."
+        ),
+        Field(name="card_txn_count_24h", dtype=Int64),
+        Field(name="card_spend_1h_aed", dtype=Float64),
+    ],
+    source=_source("card_velocity"),
+    online=True,
+    tags={"owner": "data-engineering", "pii": "none"},
 )
 
 merchant_activity = FeatureView(
@@ -140,16 +157,18 @@ fraud_v1 = FeatureService(
     tags={"use_case": USE_CASE},
 )
 
-# Version 2 adds the merchant's recent activity; v1 stays registered for the models trained on it.
+# Version 2 adds the card's pace and the merchant's recent activity; v1 stays registered for the
+# models trained on it.
 fraud_v2 = FeatureService(
     name="fraud_v2",
     features=[
         customer_behaviour[["txn_count_1h", "txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed"]],
+        card_velocity,
         customer_profile,
         merchant_profile,
         merchant_activity,
         transaction_context,
     ],
-    description="Features of the fraud model, version 2: v1 plus merchant activity.",
+    description="Features of the fraud model, version 2: v1 plus card velocity and merchant activity.",
     tags={"use_case": USE_CASE},
 )

@@ -60,6 +60,7 @@ TRANSACTION_COLUMNS = (
     "transaction_id",
     "event_timestamp",
     "customer_id",
+    "card_id",
     "merchant_id",
     "amount_aed",
     "currency",
@@ -548,6 +549,8 @@ ACTIVITY_SIGMA = 0.8  # lognormal sigma of transaction rates across customers
 AMOUNT_NOISE_SIGMA = 0.45  # lognormal sigma of a legit amount around level * category factor
 
 FRAUD_TX_SHARE = 0.02  # target share of transactions inside fraud episodes
+SECOND_CARD_P = 0.35  # customers who also hold a second card
+PRIMARY_CARD_P = 0.75  # share of a two-card customer's ordinary spend on the primary card
 FRAUD_BURST_SIZE = (3, 7)  # transactions per fraud burst, inclusive
 FRAUD_GAP_MEAN_S = 180.0  # mean gap between burst transactions (exponential)
 FRAUD_MULTIPLIER = (2.5, 7.0)  # amount = customer level * U(a, b)
@@ -967,11 +970,15 @@ def _transactions(
 
     order = np.lexsort((np.arange(cust.size), time))
     first_id = rng.integers(1_000_000_000, 8_000_000_000)
+    # Cards come last, from their own stream, so every column drawn before them stays as it was.
+    victims = victim if n_fraud_ep else None
+    card = _cards(np.random.default_rng(rng.integers(2**63)), cust, kind, n_cust, victims, f_ep)
     # Ids follow event time, as a switch numbers them, so they carry nothing about the label.
     return {
         "transaction_id": first_id + np.arange(cust.size),
         "time": time[order],
         "customer": cust[order],
+        "card": card[order],
         "merchant": merch[order],
         "amount": amount[order],
         "channel": channel_idx[order],
@@ -979,6 +986,25 @@ def _transactions(
         "category": m_cat[merch[order]],
         "is_fraud": fraud[order],
     }
+
+
+def _cards(
+    rng: np.random.Generator,
+    cust: np.ndarray,
+    kind: np.ndarray,
+    n_cust: int,
+    victim: np.ndarray | None,
+    f_ep: np.ndarray,
+) -> np.ndarray:
+    """A global card index per transaction: every customer holds a primary card, some a second one;
+    ordinary spend mostly uses the primary, and each fraud episode uses the one card it compromised."""
+    n_cards = 1 + (rng.random(n_cust) < SECOND_CARD_P)
+    first_card = np.concatenate([[0], np.cumsum(n_cards)[:-1]])
+    which = (rng.random(cust.size) >= PRIMARY_CARD_P).astype(np.int64) % n_cards[cust]
+    if victim is not None:
+        compromised = rng.integers(0, n_cards[victim])
+        which[kind == 3] = compromised[f_ep]
+    return first_card[cust] + which
 
 
 def _write_transactions(
@@ -998,6 +1024,7 @@ def _write_transactions(
         np.strings.add("T", tx["transaction_id"][rows].astype("U10")),
         _iso(tx["time"][rows]),
         customer_ids[tx["customer"][rows]],
+        np.strings.add("K", (tx["card"][rows] + 100_000_001).astype("U9")),
         merchant_ids[tx["merchant"][rows]],
         amount,
         np.full(cents.size, "AED"),

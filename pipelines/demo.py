@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelines import airflow_cli, lake, registry
 from pipelines.datagen import SIZES, generate
+from pipelines.features import read_validated
 from pipelines.settings import get_settings
 from pipelines.spec import load_spec
 
@@ -119,6 +120,8 @@ def demo_transactions(use_case: str) -> list[dict[str, Any]]:
         .tail(1)
     )
     latest = latest[latest["avg_amount_30d_aed"] > 0].sort_values("event_timestamp").tail(5)
+    transactions = read_validated(load_spec(use_case), "transactions")
+    card_of = transactions.sort_values("event_timestamp").groupby("customer_id")["card_id"].last()
     store = merchants[merchants["is_online"] == 0].iloc[0]
     online = merchants[merchants["is_online"] == 1].iloc[0]
     rows = []
@@ -129,6 +132,7 @@ def demo_transactions(use_case: str) -> list[dict[str, Any]]:
             {
                 "transaction_id": f"DEMO-{index + 1:03d}",
                 "customer_id": customer.customer_id,
+                "card_id": str(card_of[customer.customer_id]),
                 "merchant_id": online.merchant_id if suspicious else store.merchant_id,
                 "amount_aed": round(float(customer.avg_amount_30d_aed) * (6.5 if suspicious else 0.9), 2),
                 "channel": "ecommerce" if suspicious else "pos",

@@ -86,6 +86,22 @@ def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> p
     return combined.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
 
 
+def card_velocity(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Each card's pace just after each of its transactions: a compromised card bursts while the
+    customer's other card carries on as usual, so the card sees what the customer total blurs."""
+    frame = transactions[["card_id", "event_timestamp", "amount_aed"]].sort_values(
+        ["card_id", "event_timestamp"], kind="stable"
+    )
+    grouped = frame.groupby("card_id", sort=False)
+    out = frame[["card_id", "event_timestamp"]].copy()
+    hour = grouped.rolling("1h", on="event_timestamp")["amount_aed"]
+    day = grouped.rolling("24h", on="event_timestamp")["amount_aed"]
+    out["card_txn_count_1h"] = hour.count().to_numpy().astype("int64")
+    out["card_txn_count_24h"] = day.count().to_numpy().astype("int64")
+    out["card_spend_1h_aed"] = hour.sum().to_numpy().round(2)
+    return out.reset_index(drop=True)
+
+
 def merchant_activity(transactions: pd.DataFrame) -> pd.DataFrame:
     """Each merchant's recent activity just after each of its transactions: a merchant suddenly busy
     with unusually large or online payments is where takeover bursts tend to land."""
@@ -134,6 +150,7 @@ def build_feature_tables(spec: UseCaseSpec) -> FeatureTables:
     transactions = read_validated(spec, "transactions")
     tables = {
         "customer_behaviour": customer_behaviour(transactions, customers),
+        "card_velocity": card_velocity(transactions),
         "merchant_activity": merchant_activity(transactions),
         "customer_profile": customer_profile(customers),
         "merchant_profile": merchant_profile(read_validated(spec, "merchants", latest_only=True)),

@@ -82,7 +82,8 @@ def server(demo_run: dict[str, Any]) -> Any:
 
 def known_transaction(demo_run: dict[str, Any], **changes: Any) -> dict[str, Any]:
     first = demo_run["summary"]["scores"][0]
-    keys = ("transaction_id", "customer_id", "merchant_id", "amount_aed", "channel", "event_timestamp")
+    keys = ("transaction_id", "customer_id", "card_id", "merchant_id", "amount_aed", "channel")
+    keys = (*keys, "event_timestamp")
     return {**{key: first[key] for key in keys}, **changes}
 
 

@@ -26,6 +26,7 @@ def lake_with_birth_year(spec: UseCaseSpec, year: str) -> None:
                 "transaction_id": ["T1"],
                 "event_timestamp": [pd.Timestamp("2026-10-20T10:00", tz="UTC")],
                 "customer_id": ["C0000001"],
+                "card_id": ["K100000001"],
                 "merchant_id": ["M00001"],
                 "amount_aed": [50.0],
                 "channel": ["pos"],
@@ -64,6 +65,7 @@ def test_good_tables_are_published(falaj_home: Path, fraud_spec: UseCaseSpec) ->
     lake_with_birth_year(fraud_spec, "1990")
     assert build_feature_tables(fraud_spec).rows == {
         "customer_behaviour": 2,
+        "card_velocity": 1,
         "merchant_activity": 1,
         "customer_profile": 1,
         "merchant_profile": 1,

@@ -20,6 +20,7 @@ def _transactions(times: list[datetime]) -> pd.DataFrame:
             "transaction_id": [f"T{1000 + i}" for i in range(len(times))],
             "event_timestamp": pd.Series(pd.to_datetime(times, utc=True)),
             "customer_id": [f"C{i % 3:07d}" for i in range(len(times))],
+            "card_id": [f"K{100000001 + i % 3}" for i in range(len(times))],
             "merchant_id": [f"M{10001 + i % 2}" for i in range(len(times))],
             "amount_aed": [12.5 * (i + 1) for i in range(len(times))],
             "currency": "AED",
@@ -54,6 +55,7 @@ def test_entity_times_are_one_microsecond_before_each_event(fraud_spec: UseCaseS
     # And it carries the keys, the scoring inputs and the label, nothing else of the source
     assert set(entity.columns) == {
         "customer_id",
+        "card_id",
         "merchant_id",
         "transaction_id",
         "amount_aed",

@@ -53,6 +53,7 @@ def training_set(falaj_home: Path, fraud_spec: UseCaseSpec) -> pd.DataFrame:
     )
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame = frame.assign(
+        card_id=frame["customer_id"].str.replace("C", "K1", regex=False),
         merchant_id="M00001",
         currency="AED",
         channel="ecommerce",
@@ -150,3 +151,12 @@ def test_merchant_activity_is_joined_as_of_the_event(training_set: pd.DataFrame)
     assert (t2.merchant_txn_count_24h, t2.merchant_avg_amount_30d_aed) == (2, 80.0)
     assert (t4.merchant_txn_count_24h, t4.merchant_avg_amount_30d_aed) == (4, 340.0)
     assert t4.merchant_ecommerce_share_30d == 1.0
+
+
+def test_card_velocity_is_joined_and_expires_after_a_day(training_set: pd.DataFrame) -> None:
+    t2, t4, t6 = training_set.loc["T2"], training_set.loc["T4"], training_set.loc["T6"]
+    # C0000001's card: after T1 one transaction of 100 AED in the hour; after T3, T1 to T3 (1,300 AED).
+    assert (t2.card_txn_count_1h, t2.card_spend_1h_aed) == (1, 100.0)
+    assert (t4.card_txn_count_1h, t4.card_spend_1h_aed) == (3, 1300.0)
+    # C0000002's card was last used 40 days before T6: past the one-day TTL, so missing.
+    assert np.isnan(t6.card_txn_count_1h)
