@@ -72,6 +72,7 @@ def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, A
         entity_rows=[
             {
                 "customer_id": row.customer_id,
+                "card_id": row.card_id,
                 "merchant_id": row.merchant_id,
                 "amount_aed": 100.0,
                 "channel": "pos",
