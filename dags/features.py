@@ -6,10 +6,8 @@ by hand, from the run's date and `lookback_days`). Marks the `features` asset.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-from falaj_airflow.runs import DEFAULT_ARGS, asset_name, run_window
+from airflow.sdk import Asset, dag, get_current_context, task
+from falaj_airflow.runs import asset_name, dag_args, run_window
 
 from pipelines.spec import UseCaseSpec, list_specs
 
@@ -17,17 +15,7 @@ from pipelines.spec import UseCaseSpec, list_specs
 def build(spec: UseCaseSpec) -> None:
     features = Asset(name=asset_name(spec.name, "features"))
 
-    @dag(
-        dag_id=f"{spec.name}_features",
-        schedule=[Asset(name=asset_name(spec.name, "validated"))],
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        params={"lookback_days": Param(1, type="integer", minimum=1, maximum=366)},
-        tags=["falaj", spec.name, "features"],
-        doc_md=__doc__,
-    )
+    @dag(**dag_args(spec, "features", [Asset(name=asset_name(spec.name, "validated"))]), doc_md=__doc__)
     def features_dag() -> None:
         @task
         def build_tables() -> dict[str, int]:

@@ -8,10 +8,8 @@ Param `lookback_days` widens the window backwards (a backfill in one run).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
-from falaj_airflow.runs import DEFAULT_ARGS, asset_name, run_window
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from falaj_airflow.runs import asset_name, dag_args, run_window
 
 from pipelines.spec import UseCaseSpec, list_specs
 
@@ -19,17 +17,7 @@ from pipelines.spec import UseCaseSpec, list_specs
 def build(spec: UseCaseSpec) -> None:
     validated = Asset(name=asset_name(spec.name, "validated"))
 
-    @dag(
-        dag_id=f"{spec.name}_ingest",
-        schedule=CronDataIntervalTimetable(spec.schedule, timezone="UTC"),
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        params={"lookback_days": Param(1, type="integer", minimum=1, maximum=366)},
-        tags=["falaj", spec.name, "ingest"],
-        doc_md=__doc__,
-    )
+    @dag(**dag_args(spec, "ingest", CronDataIntervalTimetable(spec.schedule, timezone="UTC")), doc_md=__doc__)
     def ingest_dag() -> None:
         @task
         def ingest() -> list[dict[str, object]]:

@@ -8,10 +8,8 @@ the candidates and promotes the best only if it clears the use case's policy; `p
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-from falaj_airflow.runs import DEFAULT_ARGS, asset_name, run_window
+from airflow.sdk import Asset, dag, get_current_context, task
+from falaj_airflow.runs import asset_name, dag_args, run_window
 from falaj_airflow.training import train_task
 
 from pipelines.spec import UseCaseSpec, list_specs
@@ -21,14 +19,7 @@ def build(spec: UseCaseSpec) -> None:
     model = Asset(name=asset_name(spec.name, "model"))
 
     @dag(
-        dag_id=f"{spec.name}_training",
-        schedule=[Asset(name=asset_name(spec.name, "features"))],
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        params={"lookback_days": Param(60, type="integer", minimum=1, maximum=3660)},
-        tags=["falaj", spec.name, "training"],
+        **dag_args(spec, "training", [Asset(name=asset_name(spec.name, "features"))], lookback_days=60),
         doc_md=__doc__,
     )
     def training_dag() -> None:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.sdk import Param
+
+from pipelines.spec import UseCaseSpec
 from pipelines.windows import day_window, window_from_events
 
 DEFAULT_ARGS = {"owner": "falaj", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+
+def dag_args(spec: UseCaseSpec, stage: str, schedule: Any, lookback_days: int = 1) -> dict[str, Any]:
+    """What every Falaj DAG shares: its id `<use_case>_<stage>`, tags, retries, one run at a time,
+    no catch-up, and a `lookback_days` param that widens the window it owns."""
+    return {
+        "dag_id": f"{spec.name}_{stage}",
+        "schedule": schedule,
+        "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "params": {"lookback_days": Param(lookback_days, type="integer", minimum=1, maximum=3660)},
+        "tags": ["falaj", spec.name, stage],
+    }
 
 
 def asset_name(use_case: str, stage: str) -> str:
