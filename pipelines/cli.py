@@ -245,7 +245,10 @@ def stream() -> None:
     show_default=True,
     help="prod: take over events another consumer read but did not acknowledge for this long.",
 )
-def stream_consume(use_case: str, batch_size: int, until_idle: bool, claim_idle_ms: int) -> None:
+@click.option("--bootstrap", is_flag=True, help="First seed the state with the lake's last 30 days.")
+def stream_consume(
+    use_case: str, batch_size: int, until_idle: bool, claim_idle_ms: int, bootstrap: bool
+) -> None:
     """Push each transaction event's behaviour state to the online store; SIGTERM or Ctrl-C stops cleanly."""
     import logging
     import signal
@@ -258,7 +261,12 @@ def stream_consume(use_case: str, batch_size: int, until_idle: bool, claim_idle_
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     stats = run_consumer(
-        use_case, stop, batch_size=batch_size, until_idle=until_idle, claim_idle_ms=claim_idle_ms
+        use_case,
+        stop,
+        batch_size=batch_size,
+        until_idle=until_idle,
+        claim_idle_ms=claim_idle_ms,
+        bootstrap=bootstrap,
     )
     click.echo(
         f"stopped: {stats.consumed} events consumed, {stats.pushed} state rows pushed, "

@@ -62,6 +62,8 @@ def behaviour_at(history: Iterable[tuple[float, float]], at: float) -> dict[str,
 class StateStore(Protocol):
     def add(self, event: TransactionEvent) -> None: ...
 
+    def add_many(self, rows: Iterable[tuple[str, str, float, float]]) -> None: ...
+
     def history(self, customer_id: str) -> list[tuple[float, float]]: ...
 
 
@@ -90,6 +92,11 @@ class SQLiteState:
                 (event.customer_id, event.customer_id, STATE_HORIZON),
             )
 
+    def add_many(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        """Bulk (transaction_id, customer_id, at, amount); existing ids are left as they are."""
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?)", rows)
+
     def history(self, customer_id: str) -> list[tuple[float, float]]:
         rows = self.db.execute("SELECT at, amount FROM events WHERE customer_id = ?", (customer_id,))
         return [(float(at), float(amount)) for at, amount in rows]
@@ -110,6 +117,14 @@ class RedisState:
         newest = self.client.zrange(key, -1, -1, withscores=True)
         if newest:
             self.client.zremrangebyscore(key, "-inf", f"({newest[0][1] - STATE_HORIZON}")
+
+    def add_many(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for index, (transaction_id, customer_id, at, amount) in enumerate(rows, start=1):
+            pipe.zadd(f"{self.prefix}:{customer_id}", {f"{transaction_id}|{amount!r}": at})
+            if index % 5000 == 0:
+                pipe.execute()
+        pipe.execute()
 
     def history(self, customer_id: str) -> list[tuple[float, float]]:
         members = self.client.zrange(f"{self.prefix}:{customer_id}", 0, -1, withscores=True)
@@ -313,6 +328,7 @@ def run_consumer(
     block_ms: int = 1000,
     until_idle: bool = False,
     claim_idle_ms: int = 30_000,
+    bootstrap: bool = False,
 ) -> ConsumeStats:
     """Consume until ``stop`` is set (or, with ``until_idle``, until the broker has nothing more)."""
     from feast.data_source import PushMode
@@ -321,6 +337,8 @@ def run_consumer(
 
     store = feature_store()
     source, state = open_broker(use_case, claim_idle_ms=claim_idle_ms)
+    if bootstrap:
+        bootstrap_from_lake(use_case, state)
 
     def push(frame: Any) -> None:
         store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
@@ -343,6 +361,31 @@ def run_consumer(
         elif until_idle:
             break
     return total
+
+
+def bootstrap_from_lake(use_case: str, state: StateStore) -> int:
+    """Seed the state store with the validated transactions of the last 30 days the lake holds, so the
+    first streamed event of a long-standing customer already sees their history. Idempotent."""
+    import pandas as pd
+
+    from pipelines.features import read_validated
+    from pipelines.spec import load_spec
+
+    transactions = read_validated(load_spec(use_case), "transactions")
+    newest = transactions["event_timestamp"].max()
+    recent = transactions[transactions["event_timestamp"] > newest - pd.Timedelta(seconds=STATE_HORIZON)]
+    seconds = recent["event_timestamp"].astype("int64") / 1e9
+    state.add_many(
+        zip(
+            recent["transaction_id"].astype(str),
+            recent["customer_id"].astype(str),
+            seconds,
+            recent["amount_aed"].astype(float),
+            strict=True,
+        )
+    )
+    log.info("stream state bootstrapped with %d transactions from the lake", len(recent))
+    return len(recent)
 
 
 def source_events(path: Path) -> list[dict[str, Any]]:

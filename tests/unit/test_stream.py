@@ -139,3 +139,38 @@ def parse_event(transaction_id: str, when: str, amount: float) -> Any:
         "amount_aed": amount,
     }
     return parse(Delivery("0", json.dumps(payload)))
+
+
+def test_bootstrap_gives_the_first_streamed_event_its_history(falaj_home: Path) -> None:
+    from pipelines.ingest import ingest
+    from pipelines.spec import load_spec
+    from pipelines.stream import bootstrap_from_lake
+    from pipelines.validate import validate
+
+    # Given seven days in the lake, and the eighth day arriving as a stream
+    use_case = load_spec("fraud")
+    data = generate(falaj_home / "source", SIZES["tiny"], days=8)
+    days = sorted((data.source_dir / "transactions").glob("*.csv"))
+    landed = ingest(use_case, data.start, data.end - (data.end - data.start) / 8)
+    validate(use_case, [(item.dataset, item.partition) for item in landed])
+    log, state, sink = EventLog(falaj_home / "stream"), SQLiteState(falaj_home / "state.db"), OnlineSink()
+    log.publish(source_events(days[-1]))
+
+    # When the consumer is bootstrapped from the lake, then drains the stream
+    assert bootstrap_from_lake("fraud", state) > 0
+    drain(log, state, sink)
+
+    # Then each streamed customer's state is the batch state over all eight days
+    events = [event for path in days for event in source_events(path)]
+    frame = pd.DataFrame(events).assign(
+        event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True)
+    )
+    batch = customer_behaviour(frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []}))
+    expected = batch.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+    streamed = sink.latest()
+    columns = ["txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed"]
+    pd.testing.assert_frame_equal(
+        streamed[columns].astype(float),
+        expected.loc[streamed.index, columns].astype(float),
+        check_names=False,
+    )
