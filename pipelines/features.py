@@ -83,7 +83,18 @@ def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> p
         }
     )
     combined = pd.concat([opening, out], ignore_index=True)
-    return combined.sort_values(["customer_id", "event_timestamp"], kind="stable").reset_index(drop=True)
+    return one_row_per_instant(combined, "customer_id")
+
+
+def one_row_per_instant(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Keep the state after the *last* event of each entity and instant.
+
+    Two transactions of a card in the same second give two rows with one timestamp; a point-in-time
+    join cannot tell them apart and would pick either, so the same data could build different
+    training sets. The last row already counts both, which is also what the stream pushes.
+    """
+    ordered = frame.sort_values([key, "event_timestamp"], kind="stable")
+    return ordered.drop_duplicates(subset=[key, "event_timestamp"], keep="last").reset_index(drop=True)
 
 
 def card_velocity(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +110,7 @@ def card_velocity(transactions: pd.DataFrame) -> pd.DataFrame:
     out["card_txn_count_1h"] = hour.count().to_numpy().astype("int64")
     out["card_txn_count_24h"] = day.count().to_numpy().astype("int64")
     out["card_spend_1h_aed"] = hour.sum().to_numpy().round(2)
-    return out.reset_index(drop=True)
+    return one_row_per_instant(out, "card_id")
 
 
 def merchant_activity(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -116,7 +127,7 @@ def merchant_activity(transactions: pd.DataFrame) -> pd.DataFrame:
     out["merchant_txn_count_24h"] = day["amount_aed"].count().to_numpy().astype("int64")
     out["merchant_avg_amount_30d_aed"] = month["amount_aed"].mean().to_numpy().round(2)
     out["merchant_ecommerce_share_30d"] = month["ecommerce"].mean().to_numpy().round(4)
-    return out.reset_index(drop=True)
+    return one_row_per_instant(out, "merchant_id")
 
 
 def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:

@@ -147,3 +147,22 @@ def test_merchant_profile_renames_and_types_its_columns() -> None:
     assert list(profile["merchant_is_online"]) == [0, 1]
     assert profile["merchant_is_online"].dtype == "int64"
     assert list(profile["event_timestamp"]) == list(merchants["created_timestamp"])
+
+
+def test_two_events_in_the_same_second_leave_one_row_that_counts_both() -> None:
+    from pipelines.features import card_velocity
+
+    # Given a card used twice within the same second
+    at = pd.Timestamp("2026-10-20T10:00:00", tz="UTC")
+    transactions = pd.DataFrame(
+        {
+            "card_id": ["K100000001"] * 3,
+            "event_timestamp": [at - pd.Timedelta(minutes=5), at, at],
+            "amount_aed": [10.0, 20.0, 30.0],
+        }
+    )
+    # When its velocity is computed
+    rows = card_velocity(transactions)
+    # Then the instant has one row, the state after both (so a point-in-time join has one answer)
+    assert list(rows["card_txn_count_1h"]) == [1, 3]
+    assert list(rows["card_spend_1h_aed"]) == [10.0, 60.0]
