@@ -111,9 +111,7 @@ class RedisState:
     def add(self, event: TransactionEvent) -> None:
         key = f"{self.prefix}:{event.customer_id}"
         at = event.event_timestamp.timestamp()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(key, {f"{event.transaction_id}|{event.amount_aed!r}": at})
-        pipe.execute()
+        self.client.zadd(key, {f"{event.transaction_id}|{event.amount_aed!r}": at})
         newest = self.client.zrange(key, -1, -1, withscores=True)
         if newest:
             self.client.zremrangebyscore(key, "-inf", f"({newest[0][1] - STATE_HORIZON}")
@@ -135,6 +133,7 @@ class RedisState:
 class Delivery:
     id: str
     raw: str
+    end: int = 0  # local log only: the byte offset just past this event
 
 
 class EventSource(Protocol):
@@ -162,23 +161,34 @@ class EventLog:
             handle.writelines(lines)
         return len(lines)
 
+    def _position(self) -> tuple[int, int]:
+        """The committed (line, byte) offset: the line counts events, the byte lets a read seek."""
+        if not self.offset_file.exists():
+            return 0, 0
+        line, byte = self.offset_file.read_text().split()
+        return int(line), int(byte)
+
     def committed(self) -> int:
-        return int(self.offset_file.read_text()) if self.offset_file.exists() else 0
+        return self._position()[0]
 
     def read(self, count: int, block_ms: int = 0) -> list[Delivery]:
-        start = self.committed()
-        with self.log.open() as handle:
-            lines = [line for index, line in enumerate(handle) if index >= start][:count]
-        if not lines and block_ms:
+        line, byte = self._position()
+        deliveries: list[Delivery] = []
+        with self.log.open("rb") as handle:
+            handle.seek(byte)
+            while len(deliveries) < count:
+                raw = handle.readline()
+                if not raw.endswith(b"\n"):
+                    break  # end of the log, or an event still being written
+                deliveries.append(Delivery(str(line + len(deliveries)), raw[:-1].decode(), handle.tell()))
+        if not deliveries and block_ms:
             threading.Event().wait(block_ms / 1000)
-        return [
-            Delivery(str(start + i), line.rstrip("\n")) for i, line in enumerate(lines) if line.endswith("\n")
-        ]
+        return deliveries
 
     def ack(self, deliveries: list[Delivery]) -> None:
         if deliveries:
             tmp = self.offset_file.with_suffix(".tmp")
-            tmp.write_text(str(int(deliveries[-1].id) + 1))
+            tmp.write_text(f"{int(deliveries[-1].id) + 1} {deliveries[-1].end}")
             tmp.replace(self.offset_file)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
