@@ -197,10 +197,10 @@ def materialize(start: datetime, end: datetime) -> None:
     for view in store.list_feature_views():
         view_start = min(start, EPOCH) if view.tags.get("kind") == "profile" else start
         store.materialize(start_date=view_start, end_date=end, feature_views=[view.name])
-        apply_corrections(view, view_start, end)
+        apply_corrections(store, view, view_start, end)
 
 
-def apply_corrections(view: Any, start: datetime, end: datetime) -> int:
+def apply_corrections(store: Any, view: Any, start: datetime, end: datetime) -> int:
     """Write rows whose values changed upstream but whose event time did not (a late correction).
 
     Feast's Redis writer skips a row unless it is strictly newer than the stored one, so a corrected
@@ -220,7 +220,6 @@ def apply_corrections(view: Any, start: datetime, end: datetime) -> int:
     keys = [column.name for column in view.entity_columns]
     latest = in_window.sort_values(stamp, kind="stable").groupby(keys).tail(1).reset_index(drop=True)
     names = [feature.name for feature in view.features]
-    store = feature_store()
     online = store.get_online_features(
         features=[f"{view.name}:{name}" for name in names], entity_rows=latest[keys].to_dict(orient="records")
     ).to_dict(include_event_timestamps=True)
@@ -234,9 +233,15 @@ def apply_corrections(view: Any, start: datetime, end: datetime) -> int:
     ]
     if not changed:
         return 0
-    if hasattr(store.config.online_store, "skip_dedup"):
-        store.config.online_store.skip_dedup = True  # this store instance only: overwrite equal times
-    store.write_to_online_store(view.name, latest.loc[changed].reset_index(drop=True))
+    online_store = store.config.online_store
+    dedup = getattr(online_store, "skip_dedup", None)
+    if dedup is not None:
+        online_store.skip_dedup = True  # overwrite equal event times, for these rows only
+    try:
+        store.write_to_online_store(view.name, latest.loc[changed].reset_index(drop=True))
+    finally:
+        if dedup is not None:
+            online_store.skip_dedup = dedup
     log.info("%s: applied late corrections to %d entities", view.name, len(changed))
     return len(changed)
 
