@@ -9,14 +9,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import spec
-from pipelines.datagen import SIZES, generate
-from pipelines.features import apply_definitions, build_feature_tables, feature_store, materialize
+from pipelines.features import build_feature_tables, feature_store, materialize
 from pipelines.ingest import ingest
 from pipelines.settings import get_settings
 from pipelines.training_set import build_training_set
 from pipelines.validate import validate
 from tests.integration.conftest import online_dump
+from tests.reference_lake import prepare_features
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -24,12 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserW
 @pytest.fixture
 def loaded(profile: str) -> dict[str, Any]:
     """Tiny reference data through ingest, validation, feature tables, apply and one materialization."""
-    use_case = spec.load_spec("fraud")
-    data = generate(get_settings().source_dir, SIZES["tiny"], days=20)
-    landed = ingest(use_case, data.start, data.end)
-    validate(use_case, [(item.dataset, item.partition) for item in landed])
-    build_feature_tables(use_case)
-    apply_definitions()
+    use_case, data = prepare_features(days=20)
     start = datetime.combine(data.start, datetime.min.time(), UTC)
     end = datetime.combine(data.end, datetime.min.time(), UTC)
     materialize(start, end)

@@ -14,14 +14,11 @@ import pandas as pd
 import pytest
 import redis
 
-from pipelines import spec
-from pipelines.datagen import SIZES, generate
-from pipelines.features import apply_definitions, build_feature_tables, feature_store
-from pipelines.ingest import ingest
+from pipelines.features import feature_store
 from pipelines.settings import get_settings
 from pipelines.stream import open_broker, source_events
-from pipelines.validate import validate
 from tests.integration.conftest import PROJECT, REDIS_DB
+from tests.reference_lake import prepare_features
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
 FALAJ = str(Path(sys.executable).with_name("falaj"))
@@ -31,12 +28,7 @@ COLUMNS = ["txn_count_1h", "txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed
 @pytest.fixture
 def published(profile: str) -> dict[str, Any]:
     """Feature definitions applied (nothing materialized) and the window's events on the broker."""
-    use_case = spec.load_spec("fraud")
-    data = generate(get_settings().source_dir, SIZES["tiny"], days=8)
-    landed = ingest(use_case, data.start, data.end)
-    validate(use_case, [(item.dataset, item.partition) for item in landed])
-    build_feature_tables(use_case)
-    apply_definitions()
+    _, data = prepare_features(days=8)
     broker, _ = open_broker("fraud", consumer="producer")
     events = [
         event

@@ -8,12 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import spec as spec_module
-from pipelines.datagen import SIZES, generate
-from pipelines.features import apply_definitions, build_feature_tables
-from pipelines.ingest import ingest
 from pipelines.settings import get_settings
 from pipelines.training_set import build_training_set
-from pipelines.validate import validate
+from tests.reference_lake import prepare_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -22,12 +19,7 @@ def training_set_sha(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FALAJ_HOME", str(home))
     get_settings.cache_clear()
     spec_module._load_all.cache_clear()
-    use_case = spec_module.load_spec("fraud")
-    data = generate(get_settings().source_dir, SIZES["tiny"], days=15)
-    landed = ingest(use_case, data.start, data.end)
-    validate(use_case, [(item.dataset, item.partition) for item in landed])
-    build_feature_tables(use_case)
-    apply_definitions()
+    use_case, data = prepare_features(days=15)
     start, end = (datetime.combine(day, datetime.min.time(), UTC) for day in (data.start, data.end))
     return build_training_set(use_case, start, end).sha256
 
