@@ -37,15 +37,15 @@ def build(spec: UseCaseSpec) -> None:
             apply_definitions()
 
         @task(outlets=[features])
-        def materialize() -> dict[str, str]:
+        def materialize() -> dict[str, int]:
             from pipelines.features import materialize as load_online
             from pipelines.windows import window_extra
 
             context = get_current_context()
             start, end = run_window(context)
-            load_online(start, end)
+            written = {result.view: result.written for result in load_online(start, end)}
             context["outlet_events"][features].extra = window_extra(start, end)
-            return window_extra(start, end)
+            return written  # rows each view changed online; 0 everywhere on a rerun
 
         build_tables() >> apply() >> materialize()
 

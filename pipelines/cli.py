@@ -165,13 +165,16 @@ def features_describe(name: str) -> None:
 @click.option("--end", type=click.DateTime(), required=True, help="UTC, exclusive.")
 def features_materialize(start: Any, end: Any) -> None:
     """Load a window of every feature view into the online store (idempotent)."""
+    import logging
     from datetime import UTC
 
     from pipelines.features import materialize
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if end <= start:
         raise click.ClickException("--end must be after --start")
-    materialize(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+    for result in materialize(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)):
+        click.echo(f"{result.view}: {result.latest_rows} entities in window, {result.written} written")
 
 
 @features.command("get")

@@ -99,3 +99,13 @@ def online_dump(profile: str) -> list[Any]:
             return [(t, sorted(db.execute(f'SELECT * FROM "{t}"').fetchall())) for t in sorted(tables)]  # noqa: S608
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     return sorted((key, sorted(client.hgetall(key).items())) for key in client.scan_iter())
+
+
+def clear_online(profile: str) -> None:
+    """Empty the online store, keeping its tables."""
+    if profile == "local":
+        with sqlite3.connect(get_settings().home / "feast" / "online.db") as db:
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+                db.execute(f'DELETE FROM "{table}"')  # noqa: S608
+        return
+    redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).flushdb()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,12 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines.features import build_feature_tables, feature_store, materialize
+from pipelines.features import EPOCH, build_feature_tables, feature_store, materialize
 from pipelines.ingest import ingest
 from pipelines.settings import get_settings
 from pipelines.training_set import build_training_set
 from pipelines.validate import validate
-from tests.integration.conftest import online_dump
+from tests.integration.conftest import PROJECT, clear_online, online_dump
 from tests.reference_lake import prepare_features
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -54,6 +58,70 @@ def test_rerunning_a_window_leaves_the_online_store_byte_for_byte(
     assert before
     materialize(loaded["start"], loaded["end"])
     assert online_dump(profile) == before
+
+
+def test_materialization_writes_what_feasts_own_writer_writes(loaded: dict[str, Any], profile: str) -> None:
+    ours = online_dump(profile)
+    clear_online(profile)
+    store = feature_store()
+    for view in store.list_feature_views():
+        start = min(loaded["start"], EPOCH) if view.tags.get("kind") == "profile" else loaded["start"]
+        store.materialize(start_date=start, end_date=loaded["end"], feature_views=[view.name])
+    assert online_dump(profile) == ours
+
+
+def test_rerunning_an_old_window_keeps_newer_values_the_stream_pushed(loaded: dict[str, Any]) -> None:
+    behaviour = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "customer_behaviour" / "data.parquet"
+    )
+    pushed = (
+        behaviour.sort_values("event_timestamp")
+        .tail(1)
+        .assign(event_timestamp=loaded["end"] + timedelta(hours=1), txn_count_24h=999)
+    )
+    store = feature_store()
+    store.write_to_online_store("customer_behaviour", pushed.reset_index(drop=True))
+
+    materialize(loaded["start"], loaded["end"])
+
+    online = store.get_online_features(
+        features=["customer_behaviour:txn_count_24h"],
+        entity_rows=[{"customer_id": pushed.iloc[0].customer_id}],
+    ).to_dict()
+    assert online["txn_count_24h"] == [999]
+
+
+def test_killed_materialization_rerun_equals_a_clean_run(loaded: dict[str, Any], profile: str) -> None:
+    clean = online_dump(profile)
+    clear_online(profile)
+    command = [
+        str(Path(sys.executable).with_name("falaj")),
+        "features",
+        "materialize",
+        "--start",
+        f"{loaded['start']:%Y-%m-%d}",
+        "--end",
+        f"{loaded['end']:%Y-%m-%d}",
+    ]
+    # Given a materialization killed without warning once its first view is written
+    process = subprocess.Popen(command, cwd=PROJECT, env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if " written" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    partial = online_dump(profile)
+    assert partial != clean
+
+    # When it is run again
+    rerun = subprocess.run(
+        command, cwd=PROJECT, env=dict(os.environ), capture_output=True, text=True, check=False
+    )
+
+    # Then the online store is exactly the clean run's: nothing lost, nothing doubled
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert online_dump(profile) == clean
 
 
 def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, Any]) -> None:
