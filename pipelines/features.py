@@ -223,7 +223,7 @@ def materialize_view(store: Any, view: Any, start: datetime, end: datetime) -> M
     stream pushed. Comparing against the stored time and values gets both right (atomically per
     entity on Redis), and rows equal to the stored ones are not rewritten, so a rerun changes no byte.
     """
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
     provider = store._get_provider()
     source = view.batch_source
@@ -239,7 +239,8 @@ def materialize_view(store: Any, view: Any, start: datetime, end: datetime) -> M
         start_date=start,
         end_date=end,
     ).to_arrow()
-    if isinstance(store.config.online_store, RedisOnlineStoreConfig):
+    online = store.config.online_store
+    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type != RedisType.redis_cluster:
         written = redis_online.write_latest(store, view, latest)
     else:
         written = _write_superseding(store, view, latest)

@@ -11,15 +11,18 @@ reader serves them unchanged.
 
 from __future__ import annotations
 
+import struct
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-PIPELINE_ROWS = 1_000  # rows per pipelined round trip
+SCRIPT_ROWS = 500  # entities per script call: one round trip, a few milliseconds of server time
 
-# KEYS[1]: the entity's hash. ARGV[1]: key TTL in seconds (0: none). ARGV[2], ARGV[3]: the view's
-# timestamp field and the row's serialized google.protobuf.Timestamp. ARGV[4..]: field, value pairs.
+# KEYS: the entities' hashes. ARGV[1]: key TTL in seconds (0: none). ARGV[2]: the view's timestamp
+# field. ARGV[3]: n, then n feature field names; then for each key its serialized
+# google.protobuf.Timestamp and its n values. Returns how many keys it wrote.
 COMPARE_AND_WRITE = """
 local function instant(timestamp)
   local seconds, nanos, i = 0, 0, 1
@@ -38,23 +41,40 @@ local function instant(timestamp)
   return seconds, nanos
 end
 
-local stored = redis.call('HGET', KEYS[1], ARGV[2])
-if stored then
-  local stored_s, stored_n = instant(stored)
-  local row_s, row_n = instant(ARGV[3])
-  if stored_s > row_s or (stored_s == row_s and stored_n > row_n) then return 0 end
-  if stored_s == row_s and stored_n == row_n then
-    local changed = false
-    for i = 4, #ARGV, 2 do
-      if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then changed = true; break end
+local ttl, ts_field, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local fields = {}
+for i = 1, n do fields[i] = ARGV[3 + i] end
+local written = 0
+for k = 1, #KEYS do
+  local row = 3 + n + (k - 1) * (n + 1)
+  local row_ts = ARGV[row + 1]
+  local write = true
+  local stored = redis.call('HGET', KEYS[k], ts_field)
+  if stored then
+    local stored_s, stored_n = instant(stored)
+    local row_s, row_n = instant(row_ts)
+    if stored_s > row_s or (stored_s == row_s and stored_n > row_n) then
+      write = false
+    elseif stored_s == row_s and stored_n == row_n then
+      write = false
+      local current = redis.call('HMGET', KEYS[k], unpack(fields))
+      for i = 1, n do
+        if current[i] ~= ARGV[row + 1 + i] then write = true; break end
+      end
     end
-    if not changed then return 0 end
+  end
+  if write then
+    local pairs = {ts_field, row_ts}
+    for i = 1, n do
+      pairs[2 * i + 1] = fields[i]
+      pairs[2 * i + 2] = ARGV[row + 1 + i]
+    end
+    redis.call('HSET', KEYS[k], unpack(pairs))
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+    written = written + 1
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+return written
 """
 
 # Feast's proto field per scalar type; other types go through Feast's own converter.
@@ -65,67 +85,95 @@ _SCALAR_FIELDS = {"INT32": "int32_val", "INT64": "int64_val", "FLOAT": "float_va
 def write_latest(store: Any, view: Any, latest: pa.Table) -> int:
     """Write each row of ``latest`` (one per entity) where it supersedes the stored one.
 
+    One script call per batch of rows stays in flight while the next batch is prepared, so Redis
+    runs the comparisons while Python serializes.
+
     Returns:
         How many entities were written.
     """
-    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.infra.online_stores.helpers import _mmh3
     from feast.infra.online_stores.redis import _versioned_fv_name
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 
     config = store.config
     client = store._get_provider().online_store._get_client(config.online_store)
     sha = client.script_load(COMPARE_AND_WRITE)
     name = _versioned_fv_name(view, config)
-    ttl = config.online_store.key_ttl_seconds or 0
-    join_keys = [column.name for column in view.entity_columns]
-    key_values = [
-        _values(latest.column(column.name), column.dtype.to_value_type()) for column in view.entity_columns
-    ]
-    features = [
-        (
-            _mmh3(f"{name}:{feature.name}"),
-            _serialized(latest.column(feature.name), feature.dtype.to_value_type()),
-        )
-        for feature in view.features
-    ]
-    instants = _serialized_instants(latest.column(view.batch_source.timestamp_field))
-    written = 0
-    pipe = client.pipeline(transaction=False)
-    for row in range(latest.num_rows):
-        entity = EntityKey(join_keys=join_keys, entity_values=[values[row] for values in key_values])
-        key = _redis_key(
-            config.project, entity, entity_key_serialization_version=config.entity_key_serialization_version
-        )
-        arguments = [ttl, f"_ts:{name}", instants[row]]
-        for field, values in features:
-            arguments += (field, values[row])
-        pipe.evalsha(sha, 1, key, *arguments)
-        if (row + 1) % PIPELINE_ROWS == 0:
-            written += sum(pipe.execute())
-    written += sum(pipe.execute())
+    fields = [_mmh3(f"{name}:{feature.name}") for feature in view.features]
+    header = [config.online_store.key_ttl_seconds or 0, f"_ts:{name}", len(fields), *fields]
+    written, in_flight = 0, False
+    connection = client.connection_pool.get_connection()
+    try:
+        for batch in latest.to_batches(max_chunksize=SCRIPT_ROWS):
+            keys = _redis_keys(config, view, batch)
+            rows = zip(
+                _serialized_instants(batch.column(view.batch_source.timestamp_field)),
+                *(
+                    _serialized(batch.column(feature.name), feature.dtype.to_value_type())
+                    for feature in view.features
+                ),
+                strict=True,
+            )
+            connection.send_command("EVALSHA", sha, len(keys), *keys, *header, *chain.from_iterable(rows))
+            if in_flight:
+                written += connection.read_response()
+            in_flight = True
+        if in_flight:
+            written += connection.read_response()
+    except BaseException:
+        connection.disconnect()  # replies may be left unread on it
+        raise
+    finally:
+        client.connection_pool.release(connection)
     return written
 
 
-def _values(column: pa.ChunkedArray, value_type: Any) -> list[Any]:
-    from feast.type_map import python_values_to_proto_values
+def _redis_keys(config: Any, view: Any, batch: pa.RecordBatch) -> list[bytes]:
+    """Feast's Redis keys: the serialized entity key, then the project."""
+    from feast.infra.key_encoding_utils import (
+        _serialize_val,
+        serialize_entity_key,
+        serialize_entity_key_prefix,
+    )
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 
-    return python_values_to_proto_values(column.to_pylist(), value_type)
+    version = config.entity_key_serialization_version
+    project = config.project.encode("utf-8")
+    columns = view.entity_columns
+    values = [_values(batch.column(column.name), column.dtype.to_value_type()) for column in columns]
+    if len(columns) > 1 or version < 3:
+        join_keys = [column.name for column in columns]
+        return [
+            serialize_entity_key(EntityKey(join_keys=join_keys, entity_values=list(row)), version) + project
+            for row in zip(*values, strict=True)
+        ]
+    # One join key: its part of the key is constant, so only each value is serialized, as Feast does.
+    prefix = serialize_entity_key_prefix([columns[0].name], version)
+    keys = []
+    for value in values[0]:
+        encoded, value_type = _serialize_val(value.WhichOneof("val"), value, version)
+        keys.append(b"".join((prefix, struct.pack("<II", value_type, len(encoded)), encoded, project)))
+    return keys
 
 
-def _serialized(column: pa.ChunkedArray, value_type: Any) -> list[bytes]:
+def _values(column: Any, value_type: Any) -> list[Any]:
+    """Feast's value protos for a column: null and NaN alike become an empty value."""
     from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import python_values_to_proto_values
 
     field = _SCALAR_FIELDS.get(value_type.name)
     if field is None:
-        return [value.SerializeToString() for value in _values(column, value_type)]
-    # Feast's converter, inlined for the common scalars: null and NaN alike become an empty value.
+        return python_values_to_proto_values(column.to_pylist(), value_type)
     return [
-        b"" if value is None or value != value else Value(**{field: value}).SerializeToString()
+        Value() if value is None or value != value else Value(**{field: value})
         for value in column.to_pylist()
     ]
 
 
-def _serialized_instants(column: pa.ChunkedArray) -> list[bytes]:
+def _serialized(column: Any, value_type: Any) -> list[bytes]:
+    return [value.SerializeToString() for value in _values(column, value_type)]
+
+
+def _serialized_instants(column: Any) -> list[bytes]:
     """Event times as Feast stores them: a protobuf Timestamp at microsecond precision."""
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -23,9 +23,13 @@ def client() -> Iterator[redis.Redis]:
     client.flushdb()
 
 
+def instant(seconds: int, nanos: int = 0) -> bytes:
+    return Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
+
+
 def write(client: redis.Redis, seconds: int, nanos: int, value: bytes, ttl: int = 0) -> int:
-    instant = Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
-    return int(client.eval(COMPARE_AND_WRITE, 1, KEY, ttl, TS_FIELD, instant, b"f1", value))  # type: ignore[arg-type]
+    header = (ttl, TS_FIELD, 1, b"f1")
+    return int(client.eval(COMPARE_AND_WRITE, 1, KEY, *header, instant(seconds, nanos), value))  # type: ignore[arg-type]
 
 
 def stored(client: redis.Redis) -> bytes | None:
@@ -64,3 +68,21 @@ def test_times_before_a_varint_boundary_compare_as_numbers(client: redis.Redis) 
     write(client, 128, 0, b"later")
     assert write(client, 127, 0, b"earlier") == 0
     assert stored(client) == b"later"
+
+
+def test_one_call_decides_each_entity_of_a_batch_on_its_own(client: redis.Redis) -> None:
+    client.hset(b"kept", mapping={TS_FIELD: instant(200), b"f1": b"x", b"f2": b"y"})
+    client.hset(b"corrected", mapping={TS_FIELD: instant(200), b"f1": b"x", b"f2": b"y"})
+    rows = [(b"new", instant(100), b"a", b"b"), (b"kept", instant(200), b"x", b"y"),
+            (b"corrected", instant(200), b"x", b"z"), (b"stale", instant(50), b"c", b"d")]  # fmt: skip
+    client.hset(b"stale", mapping={TS_FIELD: instant(60), b"f1": b"old", b"f2": b"old"})
+    keys = [row[0] for row in rows]
+    values = [part for row in rows for part in row[1:]]
+
+    written = client.eval(COMPARE_AND_WRITE, len(keys), *keys, 0, TS_FIELD, 2, b"f1", b"f2", *values)  # type: ignore[arg-type]
+
+    assert written == 2
+    assert client.hmget(b"new", [b"f1", b"f2"]) == [b"a", b"b"]
+    assert client.hmget(b"corrected", [b"f1", b"f2"]) == [b"x", b"z"]
+    assert client.hmget(b"stale", [b"f1", b"f2"]) == [b"old", b"old"]
+    assert client.ttl(b"new") == -1
