@@ -7,6 +7,7 @@ by hand, from the run's date and `lookback_days`). Marks the `features` asset.
 from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
+from falaj_airflow.alerts import data_quality_alerts
 from falaj_airflow.runs import asset_name, dag_args, run_window
 
 from pipelines.spec import UseCaseSpec, list_specs
@@ -17,7 +18,7 @@ def build(spec: UseCaseSpec) -> None:
 
     @dag(**dag_args(spec, "features", [Asset(name=asset_name(spec.name, "validated"))]), doc_md=__doc__)
     def features_dag() -> None:
-        @task
+        @task(on_failure_callback=data_quality_alerts())
         def build_tables() -> dict[str, int]:
             from airflow.sdk.exceptions import AirflowFailException
 

@@ -9,6 +9,7 @@ Param `lookback_days` widens the window backwards (a backfill in one run).
 from __future__ import annotations
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from falaj_airflow.alerts import data_quality_alerts
 from falaj_airflow.runs import asset_name, dag_args, run_window
 
 from pipelines.spec import UseCaseSpec, list_specs
@@ -27,7 +28,7 @@ def build(spec: UseCaseSpec) -> None:
             start, end = run_window(get_current_context())
             return [partition.to_xcom() for partition in land(load_spec(spec.name), start.date(), end.date())]
 
-        @task(outlets=[validated])
+        @task(outlets=[validated], on_failure_callback=data_quality_alerts())
         def validate(landed: list[dict[str, object]]) -> dict[str, object]:
             from airflow.sdk.exceptions import AirflowFailException
 

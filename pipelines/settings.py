@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="The event broker (Redis Streams) in the prod profile.",
     )
+    alert_webhook_url: str | None = Field(
+        default=None, description="Where failed data-quality gates are posted as JSON alerts."
+    )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
 
     @computed_field  # type: ignore[prop-decorator]

@@ -126,9 +126,11 @@ def test_scoring_is_deterministic(server: str, demo_run: dict[str, Any]) -> None
     assert first["score"] == second["score"] == demo_run["summary"]["scores"][0]["score"]
 
 
-def test_corrupted_partition_stops_at_validation(demo_run: dict[str, Any], platform_home: Path) -> None:
+def test_corrupted_partition_stops_at_validation(
+    demo_run: dict[str, Any], platform_home: Path, webhook_sink: tuple[str, list[dict[str, Any]]]
+) -> None:
     """Given a corrupted source day, the ingest DAG fails at validation naming the expectation and column,
-    and nothing downstream of validation changes."""
+    alerts the webhook once, and nothing downstream of validation changes."""
     from pipelines.datagen import corrupt_partition
 
     day = "2026-10-31"
@@ -140,7 +142,8 @@ def test_corrupted_partition_stops_at_validation(demo_run: dict[str, Any], platf
     }
     corrupt_partition(platform_home / "source" / "transactions" / f"{day}.csv")
 
-    env = {**os.environ, "FALAJ_HOME": str(platform_home)}
+    url, alerts = webhook_sink
+    env = {**os.environ, "FALAJ_HOME": str(platform_home), "FALAJ_ALERT_WEBHOOK_URL": url}
     probe = (
         "from pipelines.airflow_cli import dags_test\n"
         "dags_test('fraud_ingest', '2026-11-01', {'lookback_days': 1})"
@@ -160,6 +163,10 @@ def test_corrupted_partition_stops_at_validation(demo_run: dict[str, Any], platf
     assert "expect_column_values_to_not_be_null on column 'customer_id'" in message
     assert f"partition={day}" in message
     assert {path: path.read_bytes() for path in before} == before
+    assert len(alerts) == 1
+    assert alerts[0]["kind"] == "data_quality" and alerts[0]["severity"] == "high"
+    assert (alerts[0]["dag_id"], alerts[0]["task_id"]) == ("fraud_ingest", "validate")
+    assert "column 'amount_aed'" in alerts[0]["reason"] and f"partition={day}" in alerts[0]["reason"]
 
 
 def test_stale_behaviour_is_degraded_per_the_spec(server: str, demo_run: dict[str, Any]) -> None:
