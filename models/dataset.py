@@ -28,14 +28,18 @@ class Dataset:
     Attributes:
         X: Features, shape [N, F], float32; NaN marks a missing value.
         y: Labels, shape [N], int8 with values 0 and 1.
+        features: The F column names, so params can name columns; empty when unknown.
     """
 
     X: np.ndarray
     y: np.ndarray
+    features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.X.ndim != 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
             raise ValueError(f"X must be [N, F] and y [N]; got {self.X.shape} and {self.y.shape}")
+        if self.features and len(self.features) != self.X.shape[1]:
+            raise ValueError(f"{len(self.features)} feature names for {self.X.shape[1]} columns")
 
     @property
     def n_features(self) -> int:
@@ -154,7 +158,8 @@ def load_training_set(directory: Path) -> TrainingSet:
         y = rows[label].to_numpy(dtype=np.int8)
         if y.min() == y.max():
             raise TrainingSetError(f"label '{label}' has a single class ({y[0]}) in split '{split}'")
-        splits[split] = Dataset(X=rows[features].to_numpy(dtype=np.float32, na_value=np.nan), y=y)
+        X = rows[features].to_numpy(dtype=np.float32, na_value=np.nan)
+        splits[split] = Dataset(X=X, y=y, features=tuple(features))
     return TrainingSet(tuple(features), label, actual, splits["train"], splits["valid"], splits["test"])
 
 

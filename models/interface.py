@@ -9,11 +9,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.calibration import PlattCalibrator
 from models.dataset import Dataset
 
 #: Name of the ONNX input every family exports: raw float32 features, shape [N, F], NaN allowed.
 ONNX_INPUT = "input"
-#: Name of the ONNX output every family exports: [N, 2] float32 = [P(y=0), P(y=1)].
+#: Name of the ONNX output every family exports: [N, 2] float32 = [P(y=0), P(y=1)], calibrated.
 ONNX_PROBABILITIES = "probabilities"
 
 
@@ -34,6 +35,11 @@ class Fitted(Protocol):
         """JSON-serialisable facts about the fit, e.g. the best iteration or epoch."""
         ...
 
+    @property
+    def calibrator(self) -> PlattCalibrator:
+        """Maps the model's log-odds to the probabilities ``predict_proba`` and the ONNX graph return."""
+        ...
+
 
 @dataclass(frozen=True)
 class Family:
@@ -42,16 +48,19 @@ class Family:
     Attributes:
         name: Registry key, e.g. ``lightgbm``.
         native_filename: File name ``save_native`` writes inside its directory.
-        fit: ``(train, valid, params, seed) -> fitted``; early-stops on ``valid``.
-        predict_proba: ``(fitted, X) -> [N]`` float probabilities of the positive class.
+        fit: ``(train, valid, params, seed) -> fitted``; early-stops on ``valid``, then fits the
+            calibrator on ``valid``.
+        predict_proba: ``(fitted, X) -> [N]`` float calibrated probabilities of the positive class.
+        predict_margin: ``(fitted, X) -> [N]`` float log-odds before calibration.
         save_native: ``(fitted, directory) -> path`` of the native model file.
         export_onnx: ``(fitted, n_features, path) -> None``; the graph takes ``input`` [N, F] float32
-            and returns ``probabilities`` [N, 2].
+            and returns the calibrated ``probabilities`` [N, 2].
     """
 
     name: str
     native_filename: str
     fit: Callable[[Dataset, Dataset, Mapping[str, Any], int], Fitted]
     predict_proba: Callable[[Any, np.ndarray], np.ndarray]
+    predict_margin: Callable[[Any, np.ndarray], np.ndarray]
     save_native: Callable[[Any, Path], Path]
     export_onnx: Callable[[Any, int, Path], None]

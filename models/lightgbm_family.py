@@ -1,4 +1,4 @@
-"""LightGBM binary classifier: Booster API, imbalance-weighted, early-stopped, deterministic."""
+"""LightGBM binary classifier: Booster API, imbalance-weighted, early-stopped, calibrated, deterministic."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
 
+from models.calibration import PlattCalibrator, fit_platt
 from models.dataset import Dataset
-from models.interface import ONNX_INPUT, Family, ParamsError
+from models.interface import ONNX_INPUT, ONNX_PROBABILITIES, Family, ParamsError
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +41,20 @@ _FIXED = (
 
 @dataclass(frozen=True)
 class FittedLightGBM:
-    """A trained booster, already truncated to its best iteration.
+    """A trained booster, already truncated to its best iteration, and its calibrator.
 
     Attributes:
         booster: Holds exactly the trees of the best iteration, so native and ONNX predictions agree.
         best_iteration: Number of boosting rounds kept.
         params: The LightGBM parameters used, after defaults.
+        calibrator: Maps the booster's raw score to calibrated probabilities; fitted on ``valid``.
     """
 
     booster: lgb.Booster
     best_iteration: int
     params: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    calibrator: PlattCalibrator = field(default_factory=PlattCalibrator)
 
     @property
     def summary(self) -> Mapping[str, Any]:
@@ -56,7 +62,7 @@ class FittedLightGBM:
 
 
 def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) -> FittedLightGBM:
-    """Trains a binary LightGBM booster with early stopping on ``valid``.
+    """Trains a binary LightGBM booster with early stopping on ``valid``, then calibrates it on ``valid``.
 
     Args:
         train: Rows to fit; NaN features are handled natively.
@@ -67,7 +73,7 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
         seed: Seeds every LightGBM random source.
 
     Returns:
-        The booster truncated to its best iteration.
+        The booster truncated to its best iteration, with Platt scaling fitted on its raw scores.
 
     Raises:
         ParamsError: If a parameter is fixed by this family or LightGBM rejects it.
@@ -90,7 +96,11 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
     logger.info("[lightgbm] keeping the best iteration: %d", best)
     # Drop the trees after the best iteration: the saved model, the ONNX graph and predict then agree.
     best_booster = lgb.Booster(model_str=float32_thresholds(booster.model_to_string(num_iteration=best)))
-    return FittedLightGBM(best_booster, best, booster_params)
+    calibrator = fit_platt(_raw_score(best_booster, valid.X), valid.y)
+    logger.info(
+        "[lightgbm] platt calibration: slope=%.5f intercept=%.5f", calibrator.slope, calibrator.intercept
+    )
+    return FittedLightGBM(best_booster, best, booster_params, calibrator=calibrator)
 
 
 def float32_thresholds(model_text: str) -> str:
@@ -129,40 +139,123 @@ def _float32_floor(value: float) -> np.float32:
 
 
 def predict_proba(fitted: FittedLightGBM, X: np.ndarray) -> np.ndarray:
-    """Returns P(y=1) for each row of ``X`` as a float64 array of shape [N]."""
-    return np.asarray(fitted.booster.predict(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+    """Returns calibrated P(y=1) for each row of ``X`` as a float64 array of shape [N]."""
+    return fitted.calibrator.probabilities(predict_margin(fitted, X))
+
+
+def predict_margin(fitted: FittedLightGBM, X: np.ndarray) -> np.ndarray:
+    """Returns the booster's raw score, its uncalibrated log-odds, as float64 of shape [N]."""
+    return _raw_score(fitted.booster, X)
+
+
+def _raw_score(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    return np.asarray(booster.predict(np.asarray(X, dtype=np.float32), raw_score=True), dtype=np.float64)
 
 
 def save_native(fitted: FittedLightGBM, directory: Path) -> Path:
-    """Writes the booster as LightGBM text to ``directory/model.txt`` and returns the path."""
+    """Writes the uncalibrated booster as LightGBM text to ``directory/model.txt`` and returns the path.
+
+    The calibrator is not part of the file; ``models.train`` records it in the manifest.
+    """
     path = Path(directory) / NATIVE_FILENAME
     fitted.booster.save_model(str(path))
     return path
 
 
 def export_onnx(fitted: FittedLightGBM, n_features: int, path: Path) -> None:
-    """Converts the booster to ONNX with outputs ``label`` [N] and ``probabilities`` [N, 2].
+    """Converts the booster to ONNX with outputs ``label`` [N] and calibrated ``probabilities`` [N, 2].
 
     Args:
-        fitted: The trained booster.
+        fitted: The trained booster and its calibrator.
         n_features: Width of the float32 ``input``.
         path: Where to write the single-file ONNX model.
     """
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    onnx_model = convert_lightgbm(
+    converted = convert_lightgbm(
         fitted.booster,
         initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
         zipmap=False,
         target_opset=ONNX_TARGET_OPSET,
     )
-    # The converter declares "label" as shape [1]; name one dynamic batch axis "N" on input and outputs.
-    for value in [*onnx_model.graph.input, *onnx_model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            dims[0].dim_param = "N"
-    Path(path).write_bytes(onnx_model.SerializeToString())
+    Path(path).write_bytes(calibrated_graph(converted, fitted.calibrator).SerializeToString())
+
+
+def calibrated_graph(converted: onnx.ModelProto, calibrator: PlattCalibrator) -> onnx.ModelProto:
+    """Rebuilds the converter's graph so it outputs Platt-calibrated probabilities.
+
+    The converter's TreeEnsembleClassifier applies a sigmoid; taking the log-odds back from its float32
+    probability loses precision near 0 and 1. Instead the same trees become a TreeEnsembleRegressor that
+    sums the leaf values, i.e. the raw score, and the calibration follows:
+    ``p = Sigmoid(Add(Mul(score, slope), intercept))``, ``probabilities = Concat([1 - p, p])`` and
+    ``label = ArgMax(probabilities)``. Every op exists at opset 9, so the converter's opsets stay.
+
+    Args:
+        converted: ``convert_lightgbm`` output for a binary booster, ``zipmap=False``.
+        calibrator: The coefficients to apply, float32-representable.
+
+    Returns:
+        A model with input ``input`` [N, F] and outputs ``label`` [N] int64, ``probabilities`` [N, 2].
+
+    Raises:
+        ValueError: If the graph does not hold exactly one TreeEnsembleClassifier of the expected form.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    classifiers = [node for node in converted.graph.node if node.op_type == "TreeEnsembleClassifier"]
+    if len(classifiers) != 1:
+        raise ValueError(f"expected one TreeEnsembleClassifier, found {len(classifiers)}")
+    attributes = {a.name: helper.get_attribute_value(a) for a in classifiers[0].attribute}
+    if attributes.get("post_transform") != b"LOGISTIC" or set(attributes.get("class_ids", [])) != {0}:
+        raise ValueError("expected a binary classifier with one score and a LOGISTIC post_transform")
+    trees: dict[str, Any] = {"n_targets": 1, "aggregate_function": "SUM", "post_transform": "NONE"}
+    for name, value in attributes.items():
+        if name.startswith("nodes_"):
+            trees[name] = value
+        elif name.startswith("class_"):
+            trees["target_" + name.removeprefix("class_")] = value
+        elif name not in ("classlabels_int64s", "post_transform"):
+            raise ValueError(f"unexpected TreeEnsembleClassifier attribute '{name}'")
+    one, slope, intercept = (
+        helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+        for name, value in (
+            ("one", 1.0),
+            ("platt_slope", calibrator.slope),
+            ("platt_intercept", calibrator.intercept),
+        )
+    )
+    nodes = [
+        helper.make_node("TreeEnsembleRegressor", [ONNX_INPUT], ["raw_score"], domain="ai.onnx.ml", **trees),
+        helper.make_node("Mul", ["raw_score", "platt_slope"], ["scaled_score"]),
+        helper.make_node("Add", ["scaled_score", "platt_intercept"], ["calibrated_score"]),
+        helper.make_node("Sigmoid", ["calibrated_score"], ["positive"]),
+        helper.make_node("Sub", ["one", "positive"], ["negative"]),
+        helper.make_node("Concat", ["negative", "positive"], [ONNX_PROBABILITIES], axis=1),
+        helper.make_node("ArgMax", [ONNX_PROBABILITIES], ["label"], axis=1, keepdims=0),
+    ]
+    (features,) = converted.graph.input
+    features.type.tensor_type.shape.dim[0].dim_param = "N"
+    graph = helper.make_graph(
+        nodes,
+        converted.graph.name,
+        [features],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info(ONNX_PROBABILITIES, TensorProto.FLOAT, ["N", 2]),
+        ],
+        initializer=[one, slope, intercept],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=list(converted.opset_import),
+        ir_version=converted.ir_version,
+        producer_name=converted.producer_name,
+        producer_version=converted.producer_version,
+    )
+    onnx.checker.check_model(model)
+    return model
 
 
 def _booster_params(train: Dataset, params: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], int, int]:
@@ -211,6 +304,7 @@ FAMILY = Family(
     native_filename=NATIVE_FILENAME,
     fit=fit,
     predict_proba=predict_proba,
+    predict_margin=predict_margin,
     save_native=save_native,
     export_onnx=export_onnx,
 )

@@ -13,6 +13,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+#: Equal-width bins on [0, 1] for the expected calibration error.
+ECE_BINS = 10
+
 
 def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5
@@ -61,3 +64,66 @@ def classification_metrics(
         "threshold": float(threshold),
         "n": len(y),
     }
+
+
+def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Mean squared difference between P(y=1) and the 0/1 label: lower is better, 0 is perfect."""
+    y, p = _labels_and_probabilities(y_true, proba)
+    return float(np.mean((p - y) ** 2))
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """How far predicted probabilities are from observed positive rates, averaged over the rows.
+
+    The bins are equal-width on [0, 1]: row ``i`` falls in bin ``min(floor(n_bins * p_i), n_bins - 1)``,
+    so bin ``k`` holds ``k / n_bins <= p < (k + 1) / n_bins`` and ``p = 1`` joins the last bin. The
+    error is ``sum_k (n_k / N) * |mean(y in k) - mean(p in k)|``; empty bins add nothing.
+
+    Args:
+        y_true: Labels, shape [N], values 0 and 1.
+        proba: P(y=1), shape [N], values in [0, 1].
+        n_bins: Number of equal-width bins; 10 in every report.
+
+    Returns:
+        The expected calibration error, in [0, 1].
+
+    Raises:
+        ValueError: On mismatched shapes, labels other than 0/1, probabilities outside [0, 1], no rows
+            or fewer than one bin.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    y, p = _labels_and_probabilities(y_true, proba)
+    bins = np.minimum(np.floor(p * n_bins).astype(np.int64), n_bins - 1)
+    rows = np.bincount(bins, minlength=n_bins)
+    gaps = np.abs(
+        np.bincount(bins, weights=y, minlength=n_bins) - np.bincount(bins, weights=p, minlength=n_bins)
+    )
+    # Per bin, |sum(y) - sum(p)| / N equals (n_k / N) * |mean(y) - mean(p)|.
+    return float(gaps[rows > 0].sum() / len(y))
+
+
+def calibration_metrics(
+    y_true: np.ndarray, uncalibrated: np.ndarray, calibrated: np.ndarray, n_bins: int = ECE_BINS
+) -> dict[str, float | int]:
+    """Brier score and ECE of the same rows before and after calibration, for ``metrics.json``."""
+    return {
+        "brier_before": brier_score(y_true, uncalibrated),
+        "brier_after": brier_score(y_true, calibrated),
+        "ece_before": expected_calibration_error(y_true, uncalibrated, n_bins),
+        "ece_after": expected_calibration_error(y_true, calibrated, n_bins),
+        "ece_bins": n_bins,
+        "n": len(np.asarray(y_true).reshape(-1)),
+    }
+
+
+def _labels_and_probabilities(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).reshape(-1)
+    p = np.asarray(proba, dtype=np.float64).reshape(-1)
+    if len(y) != len(p) or not len(y):
+        raise ValueError(f"y_true has {len(y)} rows and proba {len(p)}; need the same, non-zero count")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 and 1")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise ValueError("proba must be finite probabilities in [0, 1]")
+    return y.astype(np.float64), p

@@ -1,4 +1,4 @@
-"""Tabular MLP in PyTorch: in-graph imputation and scaling, imbalance-weighted, best epoch kept."""
+"""Tabular MLP in PyTorch: in-graph imputation, scaling and embeddings; best epoch kept, then calibrated."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from models.calibration import PlattCalibrator, fit_platt
 from models.dataset import Dataset
 from models.interface import ONNX_INPUT, ONNX_PROBABILITIES, Family, ParamsError
 
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 NATIVE_FILENAME = "model.pt"
 ONNX_OPSET = 18
+#: Widest range of integer codes a categorical column may span: the code-to-slot table has one entry each.
+MAX_CODE_SPAN = 1 << 16
+#: Codes must be exact in float32, and every integer up to 2**24 is.
+_MAX_ABS_CODE = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class MLPParams:
         pos_weight: Weight of positive rows in the loss; default negatives/positives of train.
         num_threads: CPU threads while training; small tabular MLPs train fastest on one, as
             thread synchronisation outweighs the tiny matrix products.
+        categorical: Columns holding integer codes, by feature name or 0-based index; each gets an
+            embedding instead of standardisation.
     """
 
     hidden: tuple[int, ...] = (64, 32)
@@ -50,6 +57,7 @@ class MLPParams:
     weight_decay: float = 0.0
     pos_weight: float | None = None
     num_threads: int = 1
+    categorical: tuple[int | str, ...] = ()
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> MLPParams:
@@ -90,47 +98,141 @@ class MLPParams:
             raise ParamsError("pytorch_mlp param 'dropout' must be below 1")
         if values.get("learning_rate", cls.learning_rate) == 0:
             raise ParamsError("pytorch_mlp param 'learning_rate' must be positive")
+        categorical = values.get("categorical", ())
+        if (
+            not isinstance(categorical, list | tuple)
+            or not all((_is_int(c) and c >= 0) or (isinstance(c, str) and c) for c in categorical)
+            or len(set(categorical)) != len(categorical)
+        ):
+            raise ParamsError(
+                "pytorch_mlp param 'categorical' must be a list of distinct feature names or "
+                f"non-negative column indices, got {categorical!r}"
+            )
+        values["categorical"] = tuple(categorical)
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """One categorical input column and the integer codes training saw in it.
+
+    Attributes:
+        column: 0-based index in the input row.
+        codes: The distinct codes seen in training, ascending; slot ``i + 1`` embeds ``codes[i]`` and
+            slot 0 every other value, NaN included.
+    """
+
+    column: int
+    codes: tuple[int, ...]
+
+    @property
+    def num_embeddings(self) -> int:
+        return len(self.codes) + 1
+
+    @property
+    def embedding_dim(self) -> int:
+        return min(8, (self.num_embeddings + 1) // 2)
+
+
+class CategoricalEmbedding(nn.Module):
+    """Embeds one float32 column of integer codes; unseen codes, non-integers and NaN share slot 0.
+
+    A code-to-slot table indexed by ``code - low`` is one Gather in ONNX, where comparing every row
+    with every known code would cost rows x codes.
+    """
+
+    slots: torch.Tensor
+
+    def __init__(self, category: CategoricalColumn) -> None:
+        super().__init__()
+        self.column = category.column
+        codes = category.codes or (0,)
+        self.low, self.high = float(codes[0]), float(codes[-1])
+        slots = torch.zeros(codes[-1] - codes[0] + 1, dtype=torch.int64)
+        if category.codes:
+            slots[torch.tensor(category.codes) - codes[0]] = torch.arange(1, len(category.codes) + 1)
+        self.register_buffer("slots", slots)
+        self.embedding = nn.Embedding(category.num_embeddings, category.embedding_dim)
+
+    def slot(self, values: torch.Tensor) -> torch.Tensor:
+        """Returns the embedding slot of each value, shape [N] int64."""
+        # NaN fails every comparison, so it lands in slot 0 with the out-of-range and fractional values.
+        known = (values >= self.low) & (values <= self.high) & (values == torch.floor(values))
+        offset = torch.where(known, values - self.low, torch.zeros_like(values)).long()
+        return torch.where(known, self.slots[offset], torch.zeros_like(offset))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Returns the embeddings of column ``self.column`` of ``x``, shape [N, embedding_dim]."""
+        return self.embedding(self.slot(x[:, self.column]))
 
 
 class TabularMLP(nn.Module):
     """Takes raw features: NaN becomes the train mean, then (x - mean) / scale, then the MLP.
 
-    Keeping imputation and scaling as buffers puts them in the state_dict and the ONNX graph, so
-    serving feeds raw feature vectors.
+    Categorical columns skip the scaling: each is embedded and the embeddings join the scaled numeric
+    columns. Keeping imputation, scaling and the code tables as buffers puts them in the state_dict and
+    the ONNX graph, so serving feeds raw feature vectors.
     """
 
     mean: torch.Tensor
     scale: torch.Tensor
+    numeric: torch.Tensor
     body: nn.Sequential
 
-    def __init__(self, n_features: int, hidden: tuple[int, ...], dropout: float) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        hidden: tuple[int, ...],
+        dropout: float,
+        categorical: Sequence[CategoricalColumn] = (),
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("scale", torch.ones(n_features))
+        embedded = {category.column for category in categorical}
+        numeric = [column for column in range(n_features) if column not in embedded]
+        self.register_buffer("mean", torch.zeros(len(numeric)))
+        self.register_buffer("scale", torch.ones(len(numeric)))
+        if categorical:
+            self.register_buffer("numeric", torch.tensor(numeric, dtype=torch.int64))
         layers: list[nn.Module] = []
-        width = n_features
+        width = len(numeric) + sum(category.embedding_dim for category in categorical)
         for size in hidden:
             layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
         layers.append(nn.Linear(width, 1))
         self.body = nn.Sequential(*layers)
+        self.embeddings = nn.ModuleList(CategoricalEmbedding(category) for category in categorical)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns logits of shape [N]."""
+        if not self.embeddings:
+            return self.body(self._standardise(x)).squeeze(-1)
+        parts = [self._standardise(torch.index_select(x, 1, self.numeric))]
+        parts += [embedding(x) for embedding in self.embeddings]
+        return self.body(torch.cat(parts, dim=1)).squeeze(-1)
+
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.where(torch.isnan(x), self.mean, x)
-        return self.body((x - self.mean) / self.scale).squeeze(-1)
+        return (x - self.mean) / self.scale
 
 
 class ProbabilityHead(nn.Module):
-    """Wraps a logit model so it returns [N, 2] = [1 - p, p], the ONNX contract of every family."""
+    """Wraps a logit model so it returns [N, 2] = [1 - p, p], the ONNX contract of every family.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``p = sigmoid(slope * logit + intercept)``: the Platt calibration travels inside the exported graph.
+    """
+
+    slope: torch.Tensor
+    intercept: torch.Tensor
+
+    def __init__(self, model: nn.Module, calibrator: PlattCalibrator | None = None) -> None:
         super().__init__()
         self.model = model
+        calibrator = calibrator or PlattCalibrator()
+        self.register_buffer("slope", torch.tensor(calibrator.slope, dtype=torch.float32))
+        self.register_buffer("intercept", torch.tensor(calibrator.intercept, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.sigmoid(self.model(x))
+        p = torch.sigmoid(self.model(x) * self.slope + self.intercept)
         return torch.stack([1.0 - p, p], dim=1)
 
 
@@ -139,11 +241,13 @@ class FittedMLP:
     """A trained MLP, on CPU in eval mode, holding the weights of its best epoch.
 
     Attributes:
-        model: The network; takes raw float32 features, NaN allowed.
+        model: The network; takes raw float32 features, NaN allowed; returns uncalibrated logits.
         params: The hyperparameters used.
         best_epoch: 1-based epoch with the lowest validation loss.
         history: Per-epoch ``train_loss`` and ``valid_loss``.
         device: Where it was trained: ``cuda`` (with mixed precision) or ``cpu``.
+        calibrator: Maps the logits to calibrated probabilities; fitted on ``valid``.
+        categorical: The embedded columns and their codes, needed to rebuild ``model``.
     """
 
     model: TabularMLP
@@ -151,38 +255,47 @@ class FittedMLP:
     best_epoch: int
     history: tuple[Mapping[str, float], ...] = field(default=())
     device: str = "cpu"
+    calibrator: PlattCalibrator = field(default_factory=PlattCalibrator)
+    categorical: tuple[CategoricalColumn, ...] = ()
 
     @property
     def summary(self) -> Mapping[str, Any]:
         return {
             "best_epoch": self.best_epoch,
             "best_valid_loss": self.history[self.best_epoch - 1]["valid_loss"],
+            "categorical": [
+                {"column": c.column, "codes": list(c.codes), "embedding_dim": c.embedding_dim}
+                for c in self.categorical
+            ],
         }
 
 
 def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) -> FittedMLP:
-    """Trains the MLP with AdamW and keeps the epoch with the lowest validation loss.
+    """Trains the MLP with AdamW, keeps the epoch with the lowest validation loss, calibrates on ``valid``.
 
     Deterministic on CPU for a given seed; on CUDA it uses automatic mixed precision.
 
     Args:
-        train: Rows to fit; NaN features are imputed with the train mean inside the model.
-        valid: Rows for choosing the best epoch.
+        train: Rows to fit; NaN features are imputed with the train mean inside the model. The codes of
+            each categorical column seen here get their own embedding slot.
+        valid: Rows for choosing the best epoch and fitting the Platt calibration.
         params: Keys of ``MLPParams``.
         seed: Seeds weight init, dropout and the batch order.
 
     Returns:
-        The best-epoch model, moved to CPU in eval mode.
+        The best-epoch model, moved to CPU in eval mode, with its calibrator.
 
     Raises:
-        ParamsError: If ``params`` are invalid.
+        ParamsError: If ``params`` are invalid, or a categorical column is unknown or does not hold
+            integer codes spanning at most ``MAX_CODE_SPAN`` values.
     """
     hp = MLPParams.from_dict(params)
+    categorical = _categorical_columns(train, hp.categorical)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with _training_context(device, hp.num_threads):
         torch.manual_seed(seed)
-        model = TabularMLP(train.n_features, hp.hidden, hp.dropout)
-        mean, scale = _standardisation(train.X)
+        model = TabularMLP(train.n_features, hp.hidden, hp.dropout, categorical)
+        mean, scale = _standardisation(np.delete(train.X, [c.column for c in categorical], axis=1))
         model.mean.copy_(torch.from_numpy(mean))
         model.scale.copy_(torch.from_numpy(scale))
         model.to(device)
@@ -243,21 +356,35 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     logger.info("[pytorch_mlp] best epoch %d valid_loss=%.5f on %s", best_epoch, best_loss, device.type)
-    return FittedMLP(model, hp, best_epoch, tuple(history), device.type)
+    calibrator = fit_platt(_logits(model, valid.X), valid.y)
+    logger.info(
+        "[pytorch_mlp] platt calibration: slope=%.5f intercept=%.5f", calibrator.slope, calibrator.intercept
+    )
+    return FittedMLP(model, hp, best_epoch, tuple(history), device.type, calibrator, categorical)
 
 
 def predict_proba(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
-    """Returns P(y=1) for each row of raw features ``X`` as a float64 array of shape [N]."""
-    fitted.model.eval()
+    """Returns calibrated P(y=1) for each row of raw features ``X`` as a float64 array of shape [N]."""
+    return fitted.calibrator.probabilities(predict_margin(fitted, X))
+
+
+def predict_margin(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
+    """Returns the uncalibrated logit for each row of raw features ``X`` as float64 of shape [N]."""
+    return _logits(fitted.model, X)
+
+
+def _logits(model: TabularMLP, X: np.ndarray) -> np.ndarray:
+    model.eval()
     with torch.no_grad():
-        logits = fitted.model(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
-    return torch.sigmoid(logits).numpy().astype(np.float64)
+        logits = model(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+    return logits.numpy().astype(np.float64)
 
 
 def save_native(fitted: FittedMLP, directory: Path) -> Path:
-    """Writes the state_dict to ``directory/model.pt`` and returns the path.
+    """Writes the state_dict of the uncalibrated network to ``directory/model.pt`` and returns the path.
 
-    Rebuild with ``TabularMLP(n_features, params.hidden, params.dropout)`` and ``load_state_dict``.
+    Rebuild with ``TabularMLP(n_features, params.hidden, params.dropout, categorical)`` and
+    ``load_state_dict``; ``models.train`` records the categorical codes and the calibrator in the manifest.
     """
     path = Path(directory) / NATIVE_FILENAME
     torch.save(fitted.model.state_dict(), path)
@@ -290,14 +417,14 @@ def export_onnx(fitted: FittedMLP, n_features: int, path: Path) -> None:
     """Exports BatchNorm-folded eval-mode weights to a single ONNX file.
 
     The graph takes ``input`` [N, F] raw float32 features (NaN allowed) and returns
-    ``probabilities`` [N, 2] = [1 - p, p], with a dynamic batch axis.
+    ``probabilities`` [N, 2] = [1 - p, p] with p calibrated, with a dynamic batch axis.
 
     Args:
-        fitted: The trained MLP.
+        fitted: The trained MLP and its calibrator.
         n_features: Width of the input.
         path: Where to write the ONNX model; weights are embedded, not external.
     """
-    module = ProbabilityHead(fold_batchnorm(fitted.model)).eval()
+    module = ProbabilityHead(fold_batchnorm(fitted.model), fitted.calibrator).eval()
     # Batch of 2: torch.export specialises sizes 0 and 1, which would pin the batch axis.
     example = torch.zeros(2, n_features, dtype=torch.float32)
     with _quiet_exporter():
@@ -329,6 +456,36 @@ def _fold(linear: nn.Linear, norm: nn.BatchNorm1d) -> nn.Linear:
         fused.weight.copy_((linear.weight.double() * factor[:, None]).float())
         fused.bias.copy_(((bias - norm.running_mean.double()) * factor + beta).float())
     return fused
+
+
+def _categorical_columns(train: Dataset, names: tuple[int | str, ...]) -> tuple[CategoricalColumn, ...]:
+    columns: list[CategoricalColumn] = []
+    for name in names:
+        if isinstance(name, str):
+            if name not in train.features:
+                known = list(train.features) or "none: this dataset has no names, give column indices"
+                raise ParamsError(f"categorical column '{name}' is not a feature; features: {known}")
+            index = train.features.index(name)
+        elif name < train.n_features:
+            index = name
+        else:
+            raise ParamsError(f"categorical column {name} is out of range for {train.n_features} features")
+        if index in {c.column for c in columns}:
+            raise ParamsError(f"categorical column {name!r} is listed twice")
+        values = train.X[:, index].astype(np.float64)
+        seen = values[~np.isnan(values)]
+        if not (np.abs(seen) <= _MAX_ABS_CODE).all() or (seen != np.floor(seen)).any():
+            raise ParamsError(
+                f"categorical column {name!r} must hold integer codes within +-{_MAX_ABS_CODE} (or NaN)"
+            )
+        codes = np.unique(seen).astype(np.int64)
+        if len(codes) and codes[-1] - codes[0] >= MAX_CODE_SPAN:
+            raise ParamsError(
+                f"categorical column {name!r} spans codes {codes[0]}..{codes[-1]}, more than "
+                f"{MAX_CODE_SPAN}; re-encode it as 0..n-1"
+            )
+        columns.append(CategoricalColumn(index, tuple(int(code) for code in codes)))
+    return tuple(columns)
 
 
 def _standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +542,7 @@ FAMILY = Family(
     native_filename=NATIVE_FILENAME,
     fit=fit,
     predict_proba=predict_proba,
+    predict_margin=predict_margin,
     save_native=save_native,
     export_onnx=export_onnx,
 )

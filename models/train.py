@@ -5,6 +5,9 @@ Usage::
     python -m models.train --training-set DIR --family {lightgbm,pytorch_mlp} --params JSON \\
         --output DIR [--seed 42] [--threshold 0.5]
 
+Probabilities, in ``metrics.json`` and from the ONNX model alike, are Platt-calibrated on the valid split;
+``metrics.json`` also compares Brier score and ECE on the test split before and after calibration.
+
 Exit codes: 0 trained and parity passed; 2 bad input (the reason is one line on stderr);
 3 the ONNX model does not reproduce the native model (``model.onnx`` is deleted, the manifest
 records the failed parity).
@@ -102,8 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def run(config: TrainConfig) -> int:
     """Trains, evaluates, exports and parity-checks one model, writing everything to ``config.output``.
 
-    Writes ``model.onnx``, the native model, ``metrics.json`` (test metrics plus ``valid``) and
-    ``manifest.json``.
+    Writes ``model.onnx``, the native model, ``metrics.json`` (test metrics of the calibrated model, plus
+    ``valid`` and ``calibration``: Brier and ECE before and after) and ``manifest.json`` (with the
+    calibrator under ``calibration``).
 
     Args:
         config: Validated arguments.
@@ -114,9 +118,10 @@ def run(config: TrainConfig) -> int:
     Raises:
         BadInput: For an unknown family, an invalid or tampered training set, or invalid params.
     """
+    from models.calibration import sigmoid
     from models.families import FAMILIES
     from models.interface import ParamsError
-    from models.metrics import classification_metrics
+    from models.metrics import calibration_metrics, classification_metrics
     from models.onnx_parity import check_parity, onnx_signature
 
     if config.family not in FAMILIES:
@@ -145,11 +150,17 @@ def run(config: TrainConfig) -> int:
 
     valid_proba = family.predict_proba(fitted, data.valid.X)
     test_proba = family.predict_proba(fitted, data.test.X)
+    uncalibrated = sigmoid(family.predict_margin(fitted, data.test.X))
     metrics: dict[str, Any] = {
         **classification_metrics(data.test.y, test_proba, config.threshold),
         "valid": classification_metrics(data.valid.y, valid_proba, config.threshold),
+        "calibration": calibration_metrics(data.test.y, uncalibrated, test_proba),
     }
     logger.info("test roc_auc=%.4f pr_auc=%.4f", metrics["roc_auc"], metrics["pr_auc"])
+    logger.info(
+        "test brier %.5f -> %.5f, ece %.5f -> %.5f after calibration",
+        *(metrics["calibration"][key] for key in ("brier_before", "brier_after", "ece_before", "ece_after")),
+    )
 
     output = config.output
     output.mkdir(parents=True, exist_ok=True)
@@ -179,6 +190,7 @@ def run(config: TrainConfig) -> int:
         "onnx_outputs": list(signature.outputs),
         "parity": {**asdict(parity), "tolerance": PARITY_TOLERANCE},
         "fit": dict(fitted.summary),
+        "calibration": {**fitted.calibrator.as_dict(), "fitted_on": "valid", "rows": len(data.valid.y)},
         "device": fitted.device,
         "train_seconds": round(train_seconds, 3),
         "library_versions": _library_versions(),

@@ -135,11 +135,15 @@ def test_lightgbm_keeps_only_the_best_iteration_and_saves_it(splits, fitted, tmp
     import lightgbm as lgb
 
     reloaded = lgb.Booster(model_file=str(path))
-    # then it stopped before n_estimators and the saved trees are exactly the best iteration's
+    # then it stopped before n_estimators and the saved trees are the best iteration's, before calibration
     assert path.name == "model.txt"
     assert model.best_iteration < PARAMS["lightgbm"]["n_estimators"]
     assert reloaded.num_trees() == model.best_iteration
-    assert np.allclose(reloaded.predict(test.X), FAMILIES["lightgbm"].predict_proba(model, test.X))
+    margin = FAMILIES["lightgbm"].predict_margin(model, test.X)
+    assert np.allclose(reloaded.predict(test.X, raw_score=True), margin)
+    assert np.allclose(
+        model.calibrator.probabilities(margin), FAMILIES["lightgbm"].predict_proba(model, test.X)
+    )
 
 
 def test_lightgbm_weights_positives_by_the_train_imbalance(splits, fitted):

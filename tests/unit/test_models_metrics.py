@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.metrics import classification_metrics
+from models.metrics import (
+    brier_score,
+    calibration_metrics,
+    classification_metrics,
+    expected_calibration_error,
+)
 
 
 def test_perfect_ranking_scores_one_and_threshold_metrics_follow_the_threshold():
@@ -65,3 +70,60 @@ def test_invalid_inputs_raise_clear_value_errors(y, proba, threshold, message):
     # given invalid labels, probabilities or threshold / when scored / then a ValueError says what is wrong
     with pytest.raises(ValueError, match=message):
         classification_metrics(np.array(y), np.array(proba), threshold)
+
+
+def test_brier_score_is_the_mean_squared_error_of_the_probabilities():
+    # given four rows: (0.9 - 1)^2 + (0.2 - 0)^2 + (0.6 - 1)^2 + (0.0 - 0)^2 = 0.01 + 0.04 + 0.16 + 0 = 0.21
+    y = np.array([1, 0, 1, 0])
+    proba = np.array([0.9, 0.2, 0.6, 0.0])
+    # when scored / then the Brier score is 0.21 / 4
+    assert brier_score(y, proba) == pytest.approx(0.0525)
+    assert brier_score(y, y.astype(float)) == 0.0
+
+
+def test_ece_weighs_each_equal_width_bin_by_its_rows():
+    # given six rows in three of ten bins of width 0.1:
+    #   bin 0 [0.0, 0.1): p 0.05, 0.05, y 0, 1 -> |0.5 - 0.05| = 0.45, weight 2/6
+    #   bin 3 [0.3, 0.4): p 0.35,       y 0    -> |0.0 - 0.35| = 0.35, weight 1/6
+    #   bin 9 [0.9, 1.0]: p 0.95, 1.0, 0.9, y 1, 1, 0 -> |2/3 - 0.95| = 0.95 - 2/3, weight 3/6 (1.0 and
+    #   the lower edge 0.9 both land here)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    proba = np.array([0.05, 0.05, 0.35, 0.95, 1.0, 0.9])
+    expected = 2 / 6 * 0.45 + 1 / 6 * 0.35 + 3 / 6 * (0.95 - 2 / 3)
+    # when scored / then ECE is their row-weighted sum
+    assert expected_calibration_error(y, proba) == pytest.approx(expected)
+    # and with a single bin it is |mean(y) - mean(p)| = |3/6 - 3.3/6|
+    assert expected_calibration_error(y, proba, n_bins=1) == pytest.approx(0.3 / 6)
+
+
+def test_perfectly_calibrated_bins_give_zero_ece():
+    # given bins whose observed positive rate equals the predicted probability: 0.25 with 1 of 4 positive,
+    # 0.75 with 3 of 4 positive
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 0])
+    proba = np.array([0.25] * 4 + [0.75] * 4)
+    # when scored / then ECE is zero although the Brier score is not
+    assert expected_calibration_error(y, proba) == pytest.approx(0.0)
+    assert brier_score(y, proba) == pytest.approx(0.1875)
+
+
+def test_calibration_metrics_report_before_and_after_on_the_same_rows():
+    y = np.array([1, 0, 1, 0])
+    metrics = calibration_metrics(y, np.array([0.9, 0.2, 0.6, 0.0]), np.array([1.0, 0.0, 1.0, 0.0]))
+    assert metrics == {
+        "brier_before": pytest.approx(0.0525),
+        "brier_after": 0.0,
+        "ece_before": pytest.approx((0.1 + 0.2 + 0.4 + 0.0) / 4),
+        "ece_after": 0.0,
+        "ece_bins": 10,
+        "n": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("y", "proba", "message"),
+    [([0, 1], [0.2], "rows"), ([0, 2], [0.2, 0.4], "only 0 and 1"), ([0, 1], [0.2, 1.5], "probabilities")],
+)
+def test_brier_and_ece_reject_invalid_inputs(y, proba, message):
+    for metric in (brier_score, expected_calibration_error):
+        with pytest.raises(ValueError, match=message):
+            metric(np.array(y), np.array(proba))

@@ -103,6 +103,16 @@ def test_cli_trains_exports_and_records_everything(family, native, training_set,
     assert manifest["created_at"].endswith("+00:00")
     assert metrics["roc_auc"] > 0.8
     assert metrics["valid"]["n"] == 400
+    # and the calibrator fitted on valid, with Brier and ECE on test before and after it
+    assert manifest["calibration"]["method"] == "platt"
+    assert manifest["calibration"]["slope"] > 0
+    assert manifest["calibration"]["fitted_on"] == "valid"
+    assert manifest["calibration"]["rows"] == 400
+    calibration = metrics["calibration"]
+    assert calibration["ece_bins"] == 10 and calibration["n"] == 400
+    assert calibration["brier_after"] == pytest.approx(metrics["brier"])
+    assert calibration["brier_after"] < calibration["brier_before"]
+    assert 0 <= calibration["ece_after"] < calibration["ece_before"]
     assert "error" not in done.stderr
     assert "onnx parity" in done.stderr
 
