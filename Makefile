@@ -50,3 +50,4 @@ dvc-repro: venv
 # Benchmarks: each figure next to a floor measured in the same run; reports land in bench/results/.
 bench: venv
 	$(BIN)/python -m bench.feature_store --size demo
+	$(BIN)/python -m bench.model_latency
