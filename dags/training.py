@@ -3,7 +3,8 @@
 Triggered by the `features` asset. `build_training_set` joins features as of each event;
 one `train_<family>` task per family runs `python -m models.train` (a local subprocess, or a GPU pod
 through the KubernetesPodOperator when `FALAJ_TRAINING_BACKEND=kubernetes`); `evaluate_gate` registers
-the candidates and promotes the best only if it clears the use case's policy; `package` builds the Bento.
+the candidates and makes the best the `challenger` only if it clears the use case's policy; `package`
+builds its Bento. A second person promotes it to champion with `falaj models promote`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def build(spec: UseCaseSpec) -> None:
 
             if not decision["passed"]:
                 raise AirflowSkipException(f"gate refused: {decision['reason']}")
-            return build_bento(load_spec(spec.name))
+            # The challenger is packaged now so approval promotes an artifact that already builds.
+            return build_bento(load_spec(spec.name), int(str(decision["candidate_version"])))
 
         training_set = build_training_set()
         decision = evaluate_gate(training_set)

@@ -100,6 +100,184 @@ def models_list(use_case: str) -> None:
             )
 
 
+def _version_arg(value: str) -> tuple[str, int]:
+    """``fraud:v3`` (as `models list` prints it) or ``fraud:3``."""
+    use_case, _, number = value.partition(":")
+    if not use_case or not number.lstrip("v").isdigit():
+        raise click.BadParameter(f"expected USE_CASE:vN, e.g. fraud:v3, got '{value}'")
+    return use_case, int(number.lstrip("v"))
+
+
+@models.command("show")
+@click.argument("version")
+def models_show(version: str) -> None:
+    """A version's metrics, gate decision, approvals and alias history."""
+    from sqlalchemy import select
+
+    from pipelines import registry
+
+    use_case, number = _version_arg(version)
+    with registry.session() as db:
+        found = _find(registry, db, use_case, number)
+        click.echo(
+            f"{found.tag} {found.family}, trained by {found.created_by} at {found.created_at:%Y-%m-%d %H:%M}"
+        )
+        click.echo(
+            "metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(found.metrics.items()) if _is_number(v))
+        )
+        for decision in db.scalars(
+            select(registry.GateDecision).where(registry.GateDecision.candidate_id == found.id)
+        ):
+            verdict = "PASSED" if decision.passed else "REFUSED"
+            click.echo(f"gate {verdict} by {decision.decided_by}: {decision.reason}")
+            for check in decision.checks:
+                mark = "ok " if check["passed"] else ("-- " if not check.get("judged", True) else "NO ")
+                click.echo(f"  {mark} {check['name']}: {check['detail']}")
+        for approval in db.scalars(select(registry.Approval).where(registry.Approval.version_id == found.id)):
+            click.echo(f"approved by {approval.approver} at {approval.at:%Y-%m-%d %H:%M}: {approval.reason}")
+        for event in registry.alias_history(db, use_case):
+            if event.version_id == found.id:
+                click.echo(
+                    f"alias {event.alias} <- {event.actor} at {event.at:%Y-%m-%d %H:%M}: {event.reason}"
+                )
+
+
+@models.command("lineage")
+@click.argument("version")
+def models_lineage(version: str) -> None:
+    """Every item a version came from, as JSON."""
+    import json
+
+    from pipelines import registry
+
+    use_case, number = _version_arg(version)
+    with registry.session() as db:
+        found = _find(registry, db, use_case, number)
+        record = {
+            "version": found.tag,
+            "family": found.family,
+            "trained_by": found.created_by,
+            "trained_at": found.created_at.isoformat(),
+            **found.lineage,
+            "bento_tag": found.bento_tag,
+            "params": found.params,
+        }
+    click.echo(json.dumps(record, indent=2))
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--approver", required=True, help="Who approves; never the version's trainer.")
+@click.option("--reason", required=True, help="Why, for the audit trail.")
+def models_promote(version: str, approver: str, reason: str) -> None:
+    """Make a version that passed the gate the champion (the previous champion is archived)."""
+    from pipelines import registry
+
+    use_case, number = _version_arg(version)
+    try:
+        with registry.session() as db, db.begin():
+            promoted = registry.promote(db, use_case, number, approver, reason)
+    except registry.PromotionRefusedError as refused:
+        raise click.ClickException(f"refused: {refused}") from None
+    click.echo(f"{promoted.tag} is the champion (approved by {approver})")
+
+
+@models.command("rollback")
+@click.argument("use_case")
+@click.option(
+    "--to", "to", type=int, default=None, help="An earlier champion's number; default the last one."
+)
+@click.option("--actor", required=True, help="Who rolls back.")
+@click.option("--reason", required=True, help="Why, for the audit trail.")
+def models_rollback(use_case: str, to: int | None, actor: str, reason: str) -> None:
+    """Point the champion back at an earlier champion, in one step."""
+    from pipelines import registry
+
+    try:
+        with registry.session() as db, db.begin():
+            target = registry.rollback(db, use_case, actor, reason, to)
+    except registry.PromotionRefusedError as refused:
+        raise click.ClickException(f"refused: {refused}") from None
+    click.echo(f"{target.tag} is the champion again; serve its Bento: {target.bento_tag or 'not packaged'}")
+
+
+@models.command("replay")
+@click.argument("version")
+def models_replay(version: str) -> None:
+    """Rebuild a version's training set from its lineage and check it hashes the same."""
+    from datetime import datetime
+
+    from pipelines import registry
+    from pipelines.spec import load_spec
+    from pipelines.training_set import build_training_set
+
+    use_case, number = _version_arg(version)
+    with registry.session() as db:
+        found = _find(registry, db, use_case, number)
+    window = found.lineage["training_set"]["window"]
+    rebuilt = build_training_set(
+        load_spec(use_case), datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"])
+    )
+    if rebuilt.sha256 != found.training_set_sha256:
+        raise click.ClickException(
+            f"{found.tag}: rebuilt training set {rebuilt.sha256} != recorded {found.training_set_sha256}"
+        )
+    click.echo(f"{found.tag}: training set reproduced, sha256 {rebuilt.sha256}")
+
+
+@main.command("train")
+@click.argument("use_case")
+@click.option("--family", required=True, help="A model family the use case declares.")
+@click.option("--backend", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
+@click.option("--render", is_flag=True, help="Print the Kubernetes pod manifest instead of running it.")
+def train(use_case: str, family: str, backend: str, render: bool) -> None:
+    """Train one family on the use case's newest training set (the `current` link)."""
+    from pipelines import lake
+    from pipelines.spec import load_spec
+    from pipelines.training import TrainingFailedError, output_dir, train_local
+
+    spec = load_spec(use_case)
+    if family not in {model.family for model in spec.models}:
+        raise click.ClickException(f"{use_case} declares no family '{family}'")
+    current = lake.zone_dir("training_sets", use_case, "") / "current"
+    if not (current / "manifest.json").exists():
+        raise click.ClickException(
+            f"no training set for {use_case} yet: run its training DAG (or `falaj demo`)"
+        )
+    training_set = current.resolve()
+    sha256 = lake.read_json(training_set / "manifest.json")["sha256"]
+    if backend == "kubernetes":
+        if not render:
+            raise click.ClickException(
+                "no cluster is reachable from the CLI; use --render, or the training DAG"
+            )
+        import yaml
+        from kubernetes.client import ApiClient
+
+        from pipelines.k8s import training_pod
+
+        pod = training_pod(spec, family, str(training_set), str(output_dir(spec, sha256, family)))
+        click.echo(yaml.safe_dump(ApiClient().sanitize_for_serialization(pod), sort_keys=False))
+        return
+    if render:
+        raise click.ClickException("--render prints a Kubernetes pod; it needs --backend kubernetes")
+    try:
+        click.echo(train_local(spec, str(training_set), sha256, family))
+    except TrainingFailedError as failed:
+        raise click.ClickException(str(failed)) from None
+
+
+def _find(registry: Any, db: Any, use_case: str, number: int) -> Any:
+    try:
+        return registry.find_version(db, use_case, number)
+    except registry.PromotionRefusedError as missing:
+        raise click.ClickException(str(missing)) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def airflow(args: tuple[str, ...]) -> None:

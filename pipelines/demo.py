@@ -32,6 +32,7 @@ class DemoSummary:
     validation: dict[str, Any] = field(default_factory=dict)
     models: dict[str, dict[str, float]] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    approval: str = ""
     bento_tag: str = ""
     endpoint: str = ""
     scores: list[dict[str, Any]] = field(default_factory=list)
@@ -208,6 +209,7 @@ def print_summary(summary: DemoSummary) -> None:
         f"Gate decision:     {'PASSED' if summary.gate.get('passed') else 'REFUSED'} for "
         f"{summary.gate.get('candidate')}: {summary.gate.get('reason')}"
     )
+    print(f"Approval:          {summary.approval}")
     print(f"Bento:             {summary.bento_tag}")
     print(
         f"Endpoint:          POST {summary.endpoint}/v1/score (stopped now; serve it again with\n"
@@ -227,13 +229,27 @@ def print_summary(summary: DemoSummary) -> None:
     print("Timings (s):       " + ", ".join(f"{k} {v:.1f}" for k, v in summary.timings.items()))
 
 
+DEMO_APPROVER = "demo-approver"
+
+
+def approve_challenger(use_case: str) -> str:
+    """Promote the gate's challenger as a second person would; the trainer's own approval is refused."""
+    with registry.session() as db, db.begin():
+        challenger = registry.resolve_alias(db, use_case, "challenger")
+        champion = registry.resolve_alias(db, use_case, "champion")
+        if challenger is None or (champion is not None and champion.id == challenger.id):
+            return f"nothing awaits approval; champion {champion.tag if champion else 'none'}"
+        registry.promote(db, use_case, challenger.version, DEMO_APPROVER, "make demo: the gate passed")
+        return f"{challenger.tag} approved by {DEMO_APPROVER} (trained by {challenger.created_by})"
+
+
 def run_demo(size: str = "demo", use_case: str = "fraud") -> DemoSummary:
     """Generate data, run the ingest, features and training DAGs, serve the Bento, score five transactions."""
     spec = load_spec(use_case)
     summary = DemoSummary()
     logical_date = DATA_END.isoformat()
     conf = {"lookback_days": DATA_DAYS}
-    total = 7
+    total = 8
 
     started = step(1, total, f"generating {SIZES[size]:,} {use_case} transactions over {DATA_DAYS} days")
     data = generate(get_settings().source_dir, SIZES[size], days=DATA_DAYS, end=DATA_END)
@@ -248,14 +264,17 @@ def run_demo(size: str = "demo", use_case: str = "fraud") -> DemoSummary:
         started = step(number, total, f"airflow dags test {spec.name}_{stage}")
         result = airflow_cli.dags_test(f"{spec.name}_{stage}", logical_date, conf)
         summary.timings[stage] = done(started, f"log {result.log}")
+    started = step(6, total, "approving the challenger, as a second person must (falaj models promote)")
+    summary.approval = approve_challenger(use_case)
+    summary.timings["approve"] = done(started, summary.approval)
     collect(summary, use_case)
     if not summary.bento_tag:
         raise RuntimeError(f"no Bento was built: gate {summary.gate}")
-    started = step(6, total, f"serving {summary.bento_tag} with bentoml serve")
+    started = step(7, total, f"serving {summary.bento_tag} with bentoml serve")
     with bento_server(summary.bento_tag, free_port()) as url:
         summary.endpoint = url
         summary.timings["serve_start"] = done(started, url)
-        started = step(7, total, "scoring five transactions over HTTP")
+        started = step(8, total, "scoring five transactions over HTTP")
         summary.scores = score_over_http(url, demo_transactions(use_case))
         summary.timings["score"] = done(started)
     return summary

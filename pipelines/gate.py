@@ -1,4 +1,8 @@
-"""Evaluation gate: policy as code, challenger vs the current champion on the same test rows."""
+"""Evaluation gate: policy as code, challenger vs the current champion on the same test rows.
+
+A candidate that passes becomes the ``challenger``; only a second person's approval
+(``falaj models promote``) makes it the champion.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import lake, registry
+from pipelines.gate_policy import Check, check_policy, metric_value, summary
+from pipelines.gate_policy import passed as policy_passed
+from pipelines.reference_profile import write_reference_profile
 from pipelines.settings import PROJECT_DIR, get_settings
-from pipelines.spec import GatePolicy, UseCaseSpec
+from pipelines.spec import UseCaseSpec
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +28,7 @@ class GateResult:
     reason: str
     metric: str
     candidate_tag: str
+    candidate_version: int
     candidate_value: float
     champion_tag: str | None
     champion_value: float | None
@@ -30,36 +38,65 @@ class GateResult:
         return asdict(self)
 
 
-def decide(policy: GatePolicy, candidate: float, champion: float | None) -> tuple[bool, str]:
-    """Apply the policy; the first model only needs to clear the absolute floor."""
-    name = policy.metric
-    if candidate < policy.min_value:
-        return False, f"{name} {candidate:.4f} is below the floor {policy.min_value:.4f}"
-    if champion is None:
-        return True, f"{name} {candidate:.4f} clears the floor {policy.min_value:.4f}; no champion yet"
-    needed = champion + policy.min_improvement
-    if candidate < needed:
-        return (
-            False,
-            f"{name} {candidate:.4f} does not reach champion {champion:.4f} + {policy.min_improvement}",
-        )
-    return True, f"{name} {candidate:.4f} beats champion {champion:.4f} + {policy.min_improvement}"
-
-
-def score_onnx(model_dir: Path, training_set_uri: str, features: list[str], label: str) -> dict[str, float]:
-    """Test-split metrics of an ONNX model on a training set, as the server would compute them."""
-    import numpy as np
-    import onnxruntime as ort
+def test_rows(training_set_uri: str) -> Any:
     import pandas as pd
 
-    from models.metrics import classification_metrics
-
     data = pd.read_parquet(Path(training_set_uri) / "data.parquet")
-    test = data[data["split"] == "test"]
+    return data[data["split"] == "test"]
+
+
+def onnx_scores(model_dir: Path, rows: Any, features: list[str]) -> Any:
+    """P(y=1) of an ONNX model on rows, as the server computes it."""
+    import numpy as np
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    inputs = test[features].to_numpy(dtype=np.float32)
-    proba = session.run(["probabilities"], {"input": inputs})[0][:, 1]
-    return classification_metrics(test[label].to_numpy(), proba, threshold=0.5)
+    return session.run(["probabilities"], {"input": rows[features].to_numpy(dtype=np.float32)})[0][:, 1]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    checks: list[Check]
+    candidate_value: float  # the policy's metric, on the gate's test rows
+    champion_value: float | None
+
+
+def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: Any | None) -> Judgement:
+    """Every rule of the spec's policy, candidate and champion scored on the same test rows."""
+    import numpy as np
+
+    rows = test_rows(training_set_uri)
+    labels = rows[spec.label].to_numpy()
+    p_candidate = onnx_scores(Path(candidate.artifact_uri), rows, candidate.features)
+    p_champion = (
+        None if champion is None else onnx_scores(Path(champion.artifact_uri), rows, champion.features)
+    )
+    checks = check_policy(
+        spec.gate,
+        labels,
+        p_candidate,
+        p_champion,
+        slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
+        onnx_path=Path(candidate.artifact_uri) / "model.onnx",
+        parity_diff=candidate.parity_max_abs_diff,
+        latency_rows=rows[candidate.features].to_numpy(dtype=np.float32)[:200],
+    )
+    metric = spec.gate.metric
+    return Judgement(
+        checks,
+        metric_value(metric, labels, p_candidate),
+        None if p_champion is None else metric_value(metric, labels, p_champion),
+    )
+
+
+def short_reason(checks: list[Check]) -> str:
+    """One line for the decision record: what failed, or that every judged rule held."""
+    failed = [f"{check.name}: {check.detail}" for check in checks if check.judged and not check.passed]
+    if failed:
+        return ("; ".join(failed))[:1024]
+    judged = sum(check.judged for check in checks)
+    first = next((check.detail for check in checks if check.name.startswith("floor:")), "")
+    return f"all {judged} judged rules hold ({first})"[:1024]
 
 
 def code_version() -> str:
@@ -73,6 +110,51 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def data_version(spec: UseCaseSpec) -> str:
+    """The validated lake's state, as the SHA-256 of every validated partition's landing version."""
+    import hashlib
+
+    root = lake.zone_dir("validated", spec.name, "")
+    versions = sorted(
+        f"{path.parent.relative_to(root)}={lake.read_json(path)['landing_version']}"
+        for path in root.glob("*/partition=*/_manifest.json")
+    )
+    return hashlib.sha256("\n".join(versions).encode()).hexdigest()
+
+
+def lineage(
+    spec: UseCaseSpec, model_dir: Path, training_set: dict[str, Any], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything a model came from, each item verifiable on its own."""
+    report = get_settings().reports_dir / "validation" / f"{spec.name}.json"
+    plan = lake.read_json(Path(training_set["uri"]) / "manifest.json")
+    profile = write_reference_profile(model_dir, training_set["uri"], list(manifest["features"]))
+    return {
+        "data_version": data_version(spec),
+        "validation": {
+            "report": str(report),
+            "sha256": lake.sha256_file(report) if report.exists() else None,
+            "success": lake.read_json(report)["success"] if report.exists() else None,
+        },
+        "feature_service": spec.feature_service,
+        "features": list(manifest["features"]),
+        "training_set": {
+            "uri": training_set["uri"],
+            "sha256": training_set["sha256"],
+            "window": plan["window"],
+            "cutoff": plan["window"]["end"],
+        },
+        "code_version": code_version(),
+        "artifact": {
+            "onnx_sha256": manifest["onnx_sha256"],
+            "native_sha256": lake.sha256_file(model_dir / manifest["native_model"])
+            if "native_model" in manifest
+            else None,
+        },
+        "reference_profile": {"uri": str(profile), "sha256": lake.sha256_file(profile)},
+    }
 
 
 def register(
@@ -105,6 +187,7 @@ def register(
         training_set_uri=training_set["uri"],
         training_set_sha256=training_set["sha256"],
         code_version=code_version(),
+        lineage=lineage(spec, model_dir, training_set, manifest),
         created_by=get_settings().actor,
     )
     db.add(version)
@@ -121,44 +204,53 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
         best = max(candidates, key=lambda version: version.metrics[metric])
         champion = registry.resolve_alias(db, spec.name, "champion")
         already_champion = champion is not None and champion.id == best.id
-        champion_value = None
-        if champion is not None and already_champion:
-            champion_value = best.metrics[metric]
-            passed, reason = True, f"{best.tag} is already the champion ({metric} {champion_value:.4f})"
+        if already_champion:
+            judgement = Judgement(
+                [Check("already_champion", True, True, f"{best.tag} is already the champion")],
+                best.metrics[metric],
+                best.metrics[metric],
+            )
         else:
-            if champion is not None:
-                champion_value = score_onnx(
-                    Path(champion.artifact_uri), training_set["uri"], champion.features, spec.label
-                )[metric]
-            passed, reason = decide(spec.gate, best.metrics[metric], champion_value)
+            judgement = judge(spec, training_set["uri"], best, champion)
+        checks, candidate_value, champion_value = (
+            judgement.checks,
+            judgement.candidate_value,
+            judgement.champion_value,
+        )
+        passed, reason = policy_passed(checks), short_reason(checks)
         db.add(
             registry.GateDecision(
                 use_case=spec.name,
                 candidate_id=best.id,
                 champion_id=champion.id if champion else None,
                 metric=metric,
-                candidate_value=best.metrics[metric],
+                candidate_value=candidate_value,
                 champion_value=champion_value,
                 min_value=spec.gate.min_value,
                 min_improvement=spec.gate.min_improvement,
                 passed=passed,
                 reason=reason,
+                checks=[
+                    {"name": c.name, "passed": bool(c.passed), "judged": bool(c.judged), "detail": c.detail}
+                    for c in checks
+                ],
                 decided_by=actor,
             )
         )
         if passed and not already_champion:
-            if champion is not None:
-                registry.set_alias(db, spec.name, "archived", champion, actor, f"replaced by {best.tag}")
-            registry.set_alias(db, spec.name, "champion", best, actor, f"gate passed: {reason}")
+            registry.set_alias(
+                db, spec.name, "challenger", best, actor, f"gate passed, awaits approval: {reason}"
+            )
         result = GateResult(
             passed=passed,
             reason=reason,
             metric=metric,
             candidate_tag=best.tag,
-            candidate_value=best.metrics[metric],
+            candidate_version=best.version,
+            candidate_value=candidate_value,
             champion_tag=champion.tag if champion else None,
             champion_value=champion_value,
             candidates={f"{v.tag} ({v.family})": v.metrics[metric] for v in candidates},
         )
-    log.info("gate %s: %s", "passed" if passed else "refused", reason)
+    log.info("gate %s for %s:\n%s", "passed" if passed else "refused", best.tag, summary(checks))
     return result

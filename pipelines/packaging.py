@@ -35,15 +35,18 @@ def verify_artifact(model_dir: Path, expected_sha256: str) -> None:
         )
 
 
-def package(spec: UseCaseSpec) -> str:
-    """Build the Bento of the current champion and record its tag on the model version."""
+def package(spec: UseCaseSpec, version: int | None = None) -> str:
+    """Build the Bento of a version (the champion by default) and record its tag on the version."""
     bentoml_home()
     import bentoml
 
     with registry.session() as db, db.begin():
-        champion = registry.resolve_alias(db, spec.name, "champion")
-        if champion is None:
-            raise PackagingRefusedError(f"{spec.name} has no champion to package")
+        if version is None:
+            champion = registry.resolve_alias(db, spec.name, "champion")
+            if champion is None:
+                raise PackagingRefusedError(f"{spec.name} has no champion to package")
+        else:
+            champion = registry.find_version(db, spec.name, version)
         model_dir = Path(champion.artifact_uri)
         verify_artifact(model_dir, champion.onnx_sha256)
         model_name = f"{spec.name}-model"

@@ -1,9 +1,14 @@
-"""Model registry: versions with their lineage, gate decisions and aliases, in the platform DB."""
+"""Model registry: versions with their lineage, gate decisions, approvals and aliases, in the platform DB.
+
+The schema is owned by the Alembic migrations in ``pipelines/migrations``; every engine is upgraded to
+the head revision before first use.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, select
@@ -21,7 +26,11 @@ def _now() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        list[dict[str, Any]]: JSON,
+    }
 
 
 class ModelVersion(Base):
@@ -45,7 +54,8 @@ class ModelVersion(Base):
     training_set_sha256: Mapped[str] = mapped_column(String(64))
     code_version: Mapped[str] = mapped_column(String(64))
     bento_tag: Mapped[str | None] = mapped_column(String(255), default=None)
-    created_by: Mapped[str] = mapped_column(String(128))
+    lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(String(128), doc="Who trained it; they may not approve it.")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     @property
@@ -67,6 +77,7 @@ class GateDecision(Base):
     min_improvement: Mapped[float] = mapped_column(Float)
     passed: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(String(1024))
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     decided_by: Mapped[str] = mapped_column(String(128))
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
@@ -79,17 +90,49 @@ class AliasEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     use_case: Mapped[str] = mapped_column(String(63), index=True)
     alias: Mapped[str] = mapped_column(String(32))
-    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), doc="None: cleared.")
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(String(1024))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class Approval(Base):
+    """A person's sign-off that a gated version may serve; never the version's own trainer."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("gate_decisions.id"))
+    approver: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(1024))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class PromotionRefusedError(RuntimeError):
+    """A promotion or rollback the registry's rules forbid; the message says which rule."""
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def upgrade(connection: Any) -> None:
+    """Bring the platform DB schema to the newest migration."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
 @lru_cache(maxsize=4)
 def engine(url: str | None = None) -> Engine:
-    """The platform DB engine; tables are created on first use."""
+    """The platform DB engine, migrated to the newest schema on first use."""
     created = sa_create_engine(url or get_settings().platform_db_url)
-    Base.metadata.create_all(created)
+    with created.begin() as connection:
+        upgrade(connection)
     return created
 
 
@@ -121,4 +164,82 @@ def resolve_alias(db: Session, use_case: str, alias: str) -> ModelVersion | None
         .order_by(AliasEvent.id.desc())
         .limit(1)
     )
-    return db.get(ModelVersion, event.version_id) if event else None
+    return db.get(ModelVersion, event.version_id) if event and event.version_id is not None else None
+
+
+def find_version(db: Session, use_case: str, number: int) -> ModelVersion:
+    version = db.scalar(
+        select(ModelVersion).where(ModelVersion.use_case == use_case, ModelVersion.version == number)
+    )
+    if version is None:
+        raise PromotionRefusedError(f"{use_case} has no version {number}")
+    return version
+
+
+def latest_decision(db: Session, version: ModelVersion) -> GateDecision | None:
+    return db.scalar(
+        select(GateDecision)
+        .where(GateDecision.candidate_id == version.id)
+        .order_by(GateDecision.id.desc())
+        .limit(1)
+    )
+
+
+def promote(db: Session, use_case: str, number: int, approver: str, reason: str) -> ModelVersion:
+    """Make a gated version the champion on a second person's approval; the old champion is archived."""
+    version = find_version(db, use_case, number)
+    decision = latest_decision(db, version)
+    if decision is None or not decision.passed:
+        why = decision.reason if decision else "it was never evaluated"
+        raise PromotionRefusedError(f"{version.tag} has not passed the gate: {why}")
+    if approver == version.created_by:
+        raise PromotionRefusedError(f"{approver} trained {version.tag} and cannot also approve it")
+    if not reason.strip():
+        raise PromotionRefusedError("an approval needs a reason")
+    champion = resolve_alias(db, use_case, "champion")
+    if champion is not None and champion.id == version.id:
+        raise PromotionRefusedError(f"{version.tag} is already the champion")
+    db.add(Approval(version_id=version.id, decision_id=decision.id, approver=approver, reason=reason))
+    challenger = resolve_alias(db, use_case, "challenger")
+    if challenger is not None and challenger.id == version.id:
+        db.add(
+            AliasEvent(
+                use_case=use_case, alias="challenger", version_id=None, actor=approver, reason="promoted"
+            )
+        )
+    if champion is not None:
+        set_alias(db, use_case, "archived", champion, approver, f"replaced by {version.tag}")
+    set_alias(db, use_case, "champion", version, approver, f"approved: {reason}")
+    return version
+
+
+def rollback(db: Session, use_case: str, actor: str, reason: str, to: int | None = None) -> ModelVersion:
+    """Point ``champion`` back at an earlier champion: the one before the current, or version ``to``."""
+    current = resolve_alias(db, use_case, "champion")
+    if current is None:
+        raise PromotionRefusedError(f"{use_case} has no champion to roll back")
+    former = [
+        event.version_id
+        for event in db.scalars(
+            select(AliasEvent)
+            .where(AliasEvent.use_case == use_case, AliasEvent.alias == "champion")
+            .order_by(AliasEvent.id.desc())
+        )
+        if event.version_id not in (current.id, None)
+    ]
+    if to is None:
+        if not former:
+            raise PromotionRefusedError(f"{current.tag} is the only champion {use_case} has had")
+        target = db.get(ModelVersion, former[0])
+        assert target is not None
+    else:
+        target = find_version(db, use_case, to)
+        if target.id not in former:
+            raise PromotionRefusedError(f"{target.tag} was never a champion; promote it through the gate")
+    set_alias(db, use_case, "archived", current, actor, f"rolled back to {target.tag}: {reason}")
+    set_alias(db, use_case, "champion", target, actor, f"rollback from {current.tag}: {reason}")
+    return target
+
+
+def alias_history(db: Session, use_case: str) -> list[AliasEvent]:
+    return list(db.scalars(select(AliasEvent).where(AliasEvent.use_case == use_case).order_by(AliasEvent.id)))

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=PROJECT_DIR / ".falaj", description="Root of all local state.")
     project_dir: Path = PROJECT_DIR
     database_url: str | None = Field(default=None, description="Platform DB; SQLite under home if unset.")
-    training_backend: Literal["local", "kubernetes"] = "local"
+    training_backend: Literal["local", "kubernetes"] | None = Field(
+        default=None, description="Overrides the use case's backend for the profile (spec training_backends)."
+    )
     feast_registry_url: str = Field(
         default="postgresql+psycopg://postgres@127.0.0.1:5432/falaj_feast",
         description="Feast's SQL registry in the prod profile.",

@@ -14,6 +14,9 @@ from pipelines.settings import get_settings
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)]
 ColumnType = Literal["string", "float", "int", "timestamp", "bool"]
 PiiTreatment = Literal["pseudonymize", "drop", "year_only"]
+Profile = Literal["local", "prod"]
+Backend = Literal["local", "kubernetes"]
+DEFAULT_BACKENDS: dict[Profile, Backend] = {"local": "local", "prod": "kubernetes"}
 
 
 class SpecError(ValueError):
@@ -71,14 +74,80 @@ class ModelFamily(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class GatePolicy(_Strict):
-    """Policy as code: a challenger must clear an absolute floor and beat the champion."""
+Metric = Literal["roc_auc", "pr_auc"]
 
-    metric: Literal["roc_auc", "pr_auc"] = "pr_auc"
-    min_value: float = Field(ge=0.0, le=1.0, description="Absolute floor; the first model must clear it.")
-    min_improvement: float = Field(
-        default=0.0, ge=-1.0, le=1.0, description="Over the champion, same test rows."
+
+class GatePolicy(_Strict):
+    """Policy as code: every rule a challenger must clear before it may replace the champion.
+
+    Non-regression: the lower bound of the paired-bootstrap confidence interval of
+    (candidate − champion) on ``metric``, same test rows, must be ≥ ``min_improvement``. A negative
+    ``min_improvement`` tolerates a regression of that size; 0 asks for confidence that the candidate is at
+    least as good. Rules whose limit is unset are reported but not judged.
+    """
+
+    metric: Metric = Field(default="pr_auc", description="Primary metric: its floor and non-regression.")
+    min_value: float = Field(ge=0.0, le=1.0, description="Floor of the primary metric; the first model too.")
+    min_roc_auc: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Floor of ROC-AUC when it is not the primary metric."
     )
+    min_pr_auc: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Floor of PR-AUC when it is not the primary metric."
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=-1.0,
+        le=1.0,
+        description="Bound for the CI lower bound of candidate − champion on the primary metric.",
+    )
+    bootstrap_resamples: int = Field(
+        default=1000, ge=100, le=100_000, description="Paired bootstrap resamples of the test rows."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Two-sided CI level.")
+    bootstrap_seed: int = Field(default=0, ge=0, description="Seeds the resampling: same rows, same CI.")
+    slices: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Test-row columns whose every value must not regress."
+    )
+    min_slice_rows: int = Field(default=500, ge=1, description="A smaller slice is reported, not judged.")
+    min_slice_positives: int = Field(
+        default=20, ge=1, description="A slice with fewer positives is reported, not judged."
+    )
+    slice_max_regression: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Largest allowed drop of a slice's primary metric."
+    )
+    max_brier: float | None = Field(default=None, gt=0.0, le=1.0, description="Mean squared error of p.")
+    max_ece: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Expected calibration error, 10 equal-width bins."
+    )
+    max_latency_ms_p99: float | None = Field(
+        default=None, gt=0.0, description="Single-row ONNX p99 on one CPU thread, in milliseconds."
+    )
+    max_model_bytes: int | None = Field(default=None, gt=0, description="Size of model.onnx on disk.")
+    max_parity_diff: float = Field(
+        default=1e-5, ge=0.0, description="Largest |ONNX − native| probability difference on the test rows."
+    )
+
+    @model_validator(mode="after")
+    def _one_floor_per_metric(self) -> GatePolicy:
+        if getattr(self, f"min_{self.metric}") is not None:
+            raise ValueError(
+                f"{self.metric} is the primary metric: its floor is min_value, not min_{self.metric}"
+            )
+        if len(set(self.slices)) != len(self.slices):
+            raise ValueError("slices must not repeat a column")
+        return self
+
+    def floors(self) -> dict[Metric, float]:
+        """Metric -> floor, the primary metric first."""
+        floors: dict[Metric, float] = {self.metric: self.min_value}
+        others: tuple[tuple[Metric, float | None], ...] = (
+            ("roc_auc", self.min_roc_auc),
+            ("pr_auc", self.min_pr_auc),
+        )
+        for name, value in others:
+            if value is not None:
+                floors[name] = value
+        return floors
 
 
 class FreshnessPolicy(_Strict):
@@ -125,6 +194,10 @@ class UseCaseSpec(_Strict):
     training_set: TrainingSet
     feature_service: str = Field(pattern=r"^[a-z][a-z0-9_]*_v\d+$")
     models: list[ModelFamily] = Field(min_length=1)
+    training_backends: dict[Profile, Backend] = Field(
+        default_factory=lambda: dict(DEFAULT_BACKENDS),
+        description="Where training runs, per profile; FALAJ_TRAINING_BACKEND overrides it.",
+    )
     gate: GatePolicy
     serving: Serving
 
@@ -149,6 +222,9 @@ class UseCaseSpec(_Strict):
         if self.feature_service not in self.serving.freshness:
             raise ValueError(f"serving.freshness has no policy for feature service '{self.feature_service}'")
         return self
+
+    def training_backend(self, profile: Profile) -> Backend:
+        return self.training_backends.get(profile, "local")
 
     @property
     def event_source(self) -> Source:

@@ -107,11 +107,17 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
             f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
             "an entity without any feature row was dropped"
         )
+    # The gate judges the model per slice (channel, emirate, ...): carry those columns, not as features.
+    slices = [column for column in spec.gate.slices if column not in features]
+    carried = [column for column in slices if column not in joined.columns]
+    if carried:
+        joined = joined.merge(transactions[[plan.id_column, *carried]], on=plan.id_column, how="left")
     columns = [
         plan.id_column,
         *spec.entities.values(),
         "event_timestamp",
         *features,
+        *slices,
         spec.label,
         SPLIT_COLUMN,
     ]

@@ -74,3 +74,36 @@ def test_cpu_family_gets_no_gpu(rendered_pod: Any) -> None:
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert "nvidia.com/gpu" not in limits
     assert not pod["spec"].get("tolerations")
+
+
+@pytest.mark.parametrize(
+    ("profile", "override", "expected"),
+    [("local", None, "_PythonDecoratedOperator"), ("prod", None, "KubernetesPodOperator"),
+     ("prod", "local", "_PythonDecoratedOperator"), ("local", "kubernetes", "KubernetesPodOperator")],
+)  # fmt: skip
+def test_backend_follows_the_spec_per_profile_unless_overridden(
+    dag_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    profile: str,
+    override: str | None,
+    expected: str,
+) -> None:
+    from airflow.sdk import DAG
+    from falaj_airflow.training import train_task
+
+    from pipelines.settings import get_settings
+    from pipelines.spec import load_spec
+
+    monkeypatch.setenv("FALAJ_PROFILE", profile)
+    if override:
+        monkeypatch.setenv("FALAJ_TRAINING_BACKEND", override)
+    else:
+        monkeypatch.delenv("FALAJ_TRAINING_BACKEND", raising=False)
+    get_settings.cache_clear()
+    try:
+        with DAG("backend_probe", schedule=None):
+            task = train_task(load_spec("fraud"), "lightgbm", TRAINING_SET)
+    finally:
+        get_settings.cache_clear()
+    operator = getattr(task, "operator", task)
+    assert type(operator).__name__ == expected

@@ -73,3 +73,11 @@ def test_duplicate_version_numbers_are_refused(postgres_url: str) -> None:
     engine = registry.engine(postgres_url)
     with pytest.raises(IntegrityError), Session(engine) as db, db.begin():
         db.add_all([version("fraud", 1, "lightgbm"), version("fraud", 1, "pytorch_mlp")])
+
+
+def test_migrations_match_the_models_on_postgres(postgres_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with registry.engine(postgres_url).connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), registry.Base.metadata) == []

@@ -159,3 +159,95 @@ def test_unknown_alias_is_refused_and_nothing_recorded(db: Session) -> None:
     # Then no event was added
     db.flush()
     assert db.scalars(select(registry.AliasEvent)).all() == []
+
+
+def _decide(db: Session, version: registry.ModelVersion, passed: bool) -> registry.GateDecision:
+    decision = registry.GateDecision(
+        use_case=version.use_case,
+        candidate_id=version.id,
+        metric="pr_auc",
+        candidate_value=0.8,
+        min_value=0.5,
+        min_improvement=0.0,
+        passed=passed,
+        reason="pr_auc 0.8000 clears the floor" if passed else "pr_auc 0.4000 is below the floor",
+        decided_by="falaj-system",
+    )
+    db.add(decision)
+    db.flush()
+    return decision
+
+
+def test_trainer_cannot_approve_their_own_model(db: Session) -> None:
+    version = _add_version(db)
+    _decide(db, version, passed=True)
+    with pytest.raises(registry.PromotionRefusedError, match=r"trainer@bank\.ae trained fraud:v1"):
+        registry.promote(db, "fraud", 1, approver="trainer@bank.ae", reason="looks good")
+    assert registry.resolve_alias(db, "fraud", "champion") is None
+    assert db.scalars(select(registry.Approval)).all() == []
+
+
+def test_a_refused_or_ungated_version_cannot_be_promoted(db: Session) -> None:
+    refused, ungated = _add_version(db), _add_version(db)
+    _decide(db, refused, passed=False)
+    with pytest.raises(registry.PromotionRefusedError, match="below the floor"):
+        registry.promote(db, "fraud", refused.version, approver="risk@bank.ae", reason="override")
+    with pytest.raises(registry.PromotionRefusedError, match="never evaluated"):
+        registry.promote(db, "fraud", ungated.version, approver="risk@bank.ae", reason="override")
+
+
+def test_approval_promotes_archives_the_old_champion_and_is_recorded(db: Session) -> None:
+    first, second = _add_version(db), _add_version(db)
+    _decide(db, first, passed=True)
+    registry.promote(db, "fraud", 1, approver="risk@bank.ae", reason="first model")
+    decision = _decide(db, second, passed=True)
+    registry.set_alias(db, "fraud", "challenger", second, "falaj-system", "gate passed")
+    registry.promote(db, "fraud", 2, approver="cro@bank.ae", reason="better recall")
+    assert registry.resolve_alias(db, "fraud", "challenger") is None
+
+    assert registry.resolve_alias(db, "fraud", "champion").id == second.id
+    assert registry.resolve_alias(db, "fraud", "archived").id == first.id
+    approval = db.scalars(select(registry.Approval).order_by(registry.Approval.id.desc())).first()
+    assert (approval.approver, approval.decision_id, approval.reason) == (
+        "cro@bank.ae",
+        decision.id,
+        "better recall",
+    )
+    with pytest.raises(registry.PromotionRefusedError, match="already the champion"):
+        registry.promote(db, "fraud", 2, approver="risk@bank.ae", reason="again")
+
+
+def test_rollback_returns_to_the_previous_champion_or_a_named_earlier_one(db: Session) -> None:
+    versions = [_add_version(db) for _ in range(3)]
+    for version in versions:
+        _decide(db, version, passed=True)
+        registry.promote(db, "fraud", version.version, approver="risk@bank.ae", reason="gate passed")
+
+    assert registry.rollback(db, "fraud", "oncall@bank.ae", "v3 misbehaves").version == 2
+    assert registry.rollback(db, "fraud", "oncall@bank.ae", "back to the first", to=1).version == 1
+    assert registry.resolve_alias(db, "fraud", "champion").version == 1
+    moves = [(e.alias, e.actor) for e in registry.alias_history(db, "fraud")][-2:]
+    assert moves == [("archived", "oncall@bank.ae"), ("champion", "oncall@bank.ae")]
+
+
+def test_rollback_only_to_a_former_champion(db: Session) -> None:
+    first, never = _add_version(db), _add_version(db)
+    _decide(db, first, passed=True)
+    with pytest.raises(registry.PromotionRefusedError, match="no champion"):
+        registry.rollback(db, "fraud", "oncall@bank.ae", "nothing yet")
+    registry.promote(db, "fraud", 1, approver="risk@bank.ae", reason="first")
+    with pytest.raises(registry.PromotionRefusedError, match="only champion"):
+        registry.rollback(db, "fraud", "oncall@bank.ae", "no earlier one")
+    with pytest.raises(registry.PromotionRefusedError, match="was never a champion"):
+        registry.rollback(db, "fraud", "oncall@bank.ae", "skip the gate", to=never.version)
+
+
+def test_migrations_match_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = registry.engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), registry.Base.metadata) == []
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    engine.dispose()

@@ -1,0 +1,61 @@
+"""The reference profile a model is monitored against: each feature's and the score's distribution
+on the rows it was trained on, as decile bins the drift monitor can compare a window with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines import lake
+
+BINS = 10
+
+
+def column_profile(values: Any) -> dict[str, Any]:
+    """Decile edges (outer edges open) and the share of non-null rows in each bin, plus the null rate."""
+    import numpy as np
+
+    values = np.asarray(values, dtype="float64")
+    present = values[~np.isnan(values)]
+    profile: dict[str, Any] = {
+        "rows": int(values.size),
+        "null_rate": float(1 - present.size / max(values.size, 1)),
+    }
+    if present.size == 0:
+        return profile
+    edges = np.unique(np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
+    profile.update(
+        {
+            "edges": edges.tolist(),
+            "shares": (counts / present.size).tolist(),
+            "mean": float(present.mean()),
+            "std": float(present.std()),
+            "min": float(present.min()),
+            "max": float(present.max()),
+        }
+    )
+    return profile
+
+
+def write_reference_profile(model_dir: Path, training_set_uri: str, features: list[str]) -> Path:
+    """Profile the training split's features and the model's ONNX scores on it; written beside the model."""
+    import numpy as np
+    import onnxruntime as ort
+    import pandas as pd
+
+    data = pd.read_parquet(Path(training_set_uri) / "data.parquet")
+    train = data[data["split"] == "train"]
+    inputs = train[features].to_numpy(dtype=np.float32)
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    scores = session.run(["probabilities"], {"input": inputs})[0][:, 1]
+    profile = {
+        "rows": len(train),
+        "split": "train",
+        "bins": BINS,
+        "features": {name: column_profile(train[name].to_numpy(dtype="float64")) for name in features},
+        "prediction": column_profile(scores),
+    }
+    target = model_dir / "reference_profile.json"
+    lake.write_json(target, profile)
+    return target
