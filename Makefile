@@ -46,6 +46,7 @@ clean:
 # Retrain every family with DVC on the training set the training DAG built last.
 dvc-repro: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/dvc push
 
 # Benchmarks: each figure next to a floor measured in the same run; reports land in bench/results/.
 bench: venv

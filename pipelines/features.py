@@ -190,7 +190,11 @@ def apply_definitions() -> None:
         # Definitions resolve lake paths from the settings when imported: import them afresh each apply,
         # or a process that switches homes would register the first home's files.
         sys.modules.pop(module.stem, None)
-    apply_total(store.config, Path(store.repo_path), skip_source_validation=False)
+    working_dir = Path.cwd()
+    try:
+        apply_total(store.config, Path(store.repo_path), skip_source_validation=False)
+    finally:
+        os.chdir(working_dir)  # apply_total leaves the process in the repo's directory
 
 
 @dataclass(frozen=True)

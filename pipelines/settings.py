@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default=None, description="Where failed data-quality gates are posted as JSON alerts."
     )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, home: Path) -> Path:
+        # Feast's apply changes the working directory; a relative home would then point elsewhere.
+        return home.resolve()
 
     @computed_field  # type: ignore[prop-decorator]
     @property
