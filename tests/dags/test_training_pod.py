@@ -107,3 +107,22 @@ def test_backend_follows_the_spec_per_profile_unless_overridden(
         get_settings.cache_clear()
     operator = getattr(task, "operator", task)
     assert type(operator).__name__ == expected
+
+
+def test_pod_validates_as_a_kubernetes_model_and_is_always_cleaned_up(
+    rendered_pod: Any, dag_env: dict[str, str]
+) -> None:
+    from falaj_airflow.training import kubernetes_train_operator
+    from kubernetes.client import ApiClient, V1Pod
+
+    from pipelines.spec import load_spec
+
+    pod = rendered_pod("pytorch_mlp")
+    # The client's models check required fields and types as they are built from the manifest.
+    model = ApiClient()._ApiClient__deserialize(pod, "V1Pod")  # type: ignore[attr-defined]
+    assert isinstance(model, V1Pod) and model.spec.containers[0].resources.requests == {
+        "cpu": "2",
+        "memory": "8Gi",
+    }
+    operator = kubernetes_train_operator(load_spec("fraud"), "pytorch_mlp")
+    assert operator.on_finish_action.value == "delete_pod"  # succeeded or failed, the pod goes
