@@ -216,7 +216,10 @@ def models_replay(version: str) -> None:
         found = _find(registry, db, use_case, number)
     window = found.lineage["training_set"]["window"]
     rebuilt = build_training_set(
-        load_spec(use_case), datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"])
+        load_spec(use_case),
+        datetime.fromisoformat(window["start"]),
+        datetime.fromisoformat(window["end"]),
+        make_current=False,
     )
     if rebuilt.sha256 != found.training_set_sha256:
         raise click.ClickException(

@@ -86,8 +86,13 @@ def point_current_at(target: Path) -> None:
     staging_link.replace(link)
 
 
-def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> TrainingSetRef:
-    """Join point-in-time features for every labelled event in ``[start, end)`` and store the result."""
+def build_training_set(
+    spec: UseCaseSpec, start: datetime, end: datetime, *, make_current: bool = True
+) -> TrainingSetRef:
+    """Join point-in-time features for every labelled event in ``[start, end)`` and store the result.
+
+    ``make_current`` moves the ``current`` link to it; a replay of an old version leaves the link alone.
+    """
     transactions = read_validated(spec, spec.training_set.entity_source)
     event_time = transactions[spec.event_source.event_time or "event_timestamp"]
     transactions = transactions[(event_time >= start) & (event_time < end)]
@@ -151,6 +156,7 @@ def build_training_set(spec: UseCaseSpec, start: datetime, end: datetime) -> Tra
             staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    point_current_at(target)
+    if make_current:
+        point_current_at(target)
     log.info("training set %s: %d rows, %d positives", target.name, len(joined), positives)
     return TrainingSetRef(str(target), digest, len(joined), positives, tuple(features))
