@@ -131,7 +131,7 @@ def models_show(version: str) -> None:
             verdict = "PASSED" if decision.passed else "REFUSED"
             click.echo(f"gate {verdict} by {decision.decided_by}: {decision.reason}")
             for check in decision.checks:
-                mark = "ok " if check["passed"] else ("-- " if not check.get("judged", True) else "NO ")
+                mark = "-- " if not check.get("judged", True) else ("ok " if check["passed"] else "NO ")
                 click.echo(f"  {mark} {check['name']}: {check['detail']}")
         for approval in db.scalars(select(registry.Approval).where(registry.Approval.version_id == found.id)):
             click.echo(f"approved by {approval.approver} at {approval.at:%Y-%m-%d %H:%M}: {approval.reason}")
