@@ -171,13 +171,14 @@ def models_lineage(version: str) -> None:
 @click.option("--reason", required=True, help="Why, for the audit trail.")
 def models_promote(version: str, approver: str, reason: str) -> None:
     """Make a version that passed the gate the champion (the previous champion is archived)."""
-    from pipelines import registry
+    from pipelines import audit, registry
 
     use_case, number = _version_arg(version)
     try:
         with registry.session() as db, db.begin():
             promoted = registry.promote(db, use_case, number, approver, reason)
     except registry.PromotionRefusedError as refused:
+        audit.emit("model.promote", version, actor=approver, outcome="denied", reason=str(refused))
         raise click.ClickException(f"refused: {refused}") from None
     click.echo(f"{promoted.tag} is the champion (approved by {approver})")
 
@@ -191,12 +192,13 @@ def models_promote(version: str, approver: str, reason: str) -> None:
 @click.option("--reason", required=True, help="Why, for the audit trail.")
 def models_rollback(use_case: str, to: int | None, actor: str, reason: str) -> None:
     """Point the champion back at an earlier champion, in one step."""
-    from pipelines import registry
+    from pipelines import audit, registry
 
     try:
         with registry.session() as db, db.begin():
             target = registry.rollback(db, use_case, actor, reason, to)
     except registry.PromotionRefusedError as refused:
+        audit.emit("model.rollback", use_case, actor=actor, outcome="denied", reason=str(refused))
         raise click.ClickException(f"refused: {refused}") from None
     click.echo(f"{target.tag} is the champion again; serve its Bento: {target.bento_tag or 'not packaged'}")
 
@@ -226,6 +228,76 @@ def models_replay(version: str) -> None:
             f"{found.tag}: rebuilt training set {rebuilt.sha256} != recorded {found.training_set_sha256}"
         )
     click.echo(f"{found.tag}: training set reproduced, sha256 {rebuilt.sha256}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit_group.command("verify")
+@click.option("--exports", type=click.Path(path_type=Path), default=None, help="Signed checkpoints' folder.")
+def audit_verify(exports: Path | None) -> None:
+    """Check every link of the chain and every signed checkpoint; name the first bad record."""
+    from pipelines import audit, registry
+    from pipelines.settings import get_settings
+
+    root = exports or get_settings().home / "audit" / "exports"
+    try:
+        checkpoints = audit.load_checkpoints(root) if root.exists() else []
+    except ValueError as bad:
+        raise click.ClickException(str(bad)) from None
+    with registry.session() as db:
+        verdict = audit.verify(audit.load(db), checkpoints)
+    if not verdict.ok:
+        raise click.ClickException(str(verdict))
+    click.echo(f"{verdict}; {len(checkpoints)} signed checkpoints hold")
+
+
+@audit_group.command("show")
+@click.option("--actor", default=None)
+@click.option("--action", default=None, help="e.g. model.promote")
+@click.option("--resource", default=None, help="Substring, e.g. fraud:v3.")
+@click.option("--outcome", default=None, help="e.g. denied")
+@click.option("--since", default=None, help="UTC date or time, ISO 8601.")
+@click.option("--limit", type=int, default=100, show_default=True)
+def audit_show(
+    actor: str | None,
+    action: str | None,
+    resource: str | None,
+    outcome: str | None,
+    since: str | None,
+    limit: int,
+) -> None:
+    """Events for an auditor, newest last, one per line."""
+    from pipelines import audit, registry
+
+    with registry.session() as db:
+        events = [
+            event
+            for event in audit.load(db)
+            if (actor is None or event["actor"] == actor)
+            and (action is None or event["action"] == action)
+            and (resource is None or resource in event["resource"])
+            and (outcome is None or event["outcome"] == outcome)
+            and (since is None or event["at"] >= since)
+        ]
+    for event in events[-limit:]:
+        click.echo(
+            f"{event['seq']:>6} {event['at'][:19]} {event['actor']:<16} {event['action']:<16} "
+            f"{event['resource']:<24} {event['outcome']:<9} {event['reason']}"
+        )
+
+
+@audit_group.command("export")
+@click.option("--day", required=True, help="UTC day, YYYY-MM-DD.")
+def audit_export(day: str) -> None:
+    """Write a day's events with a manifest and a signed checkpoint of the chain head (write-once)."""
+    from pipelines import audit, registry
+    from pipelines.settings import get_settings
+
+    with registry.session() as db:
+        click.echo(audit.export_day(db, day, get_settings().home / "audit" / "exports"))
 
 
 @main.command("train")

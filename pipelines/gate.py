@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import lake, registry
+from pipelines import audit, lake, registry
 from pipelines.gate_policy import Check, check_policy, metric_value, summary
 from pipelines.gate_policy import passed as policy_passed
 from pipelines.reference_profile import write_reference_profile
@@ -192,6 +192,12 @@ def register(
     )
     db.add(version)
     db.flush()
+    audit.record(
+        db,
+        "model.register",
+        version.tag,
+        details={"family": version.family, "onnx_sha256": version.onnx_sha256},
+    )
     return version
 
 
@@ -237,6 +243,7 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
                 decided_by=actor,
             )
         )
+        audit.record(db, "gate.decide", best.tag, outcome="passed" if passed else "refused", reason=reason)
         if passed and not already_champion:
             registry.set_alias(
                 db, spec.name, "challenger", best, actor, f"gate passed, awaits approval: {reason}"

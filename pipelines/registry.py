@@ -16,6 +16,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from pipelines import audit
 from pipelines.settings import get_settings
 
 ALIASES = ("champion", "challenger", "shadow", "archived")
@@ -109,6 +110,25 @@ class Approval(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class AuditEvent(Base):
+    """One link of the audit chain (see ``pipelines/audit.py``); rows are only ever appended."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    at: Mapped[str] = mapped_column(String(40), doc="UTC, ISO 8601, as hashed.")
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    resource: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(255), doc="Where the action came from: host, address.")
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(2048))
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class PromotionRefusedError(RuntimeError):
     """A promotion or rollback the registry's rules forbid; the message says which rule."""
 
@@ -131,6 +151,8 @@ def upgrade(connection: Any) -> None:
 def engine(url: str | None = None) -> Engine:
     """The platform DB engine, migrated to the newest schema on first use."""
     created = sa_create_engine(url or get_settings().platform_db_url)
+    if created.dialect.name == "sqlite" and created.url.database:
+        Path(created.url.database).parent.mkdir(parents=True, exist_ok=True)
     with created.begin() as connection:
         upgrade(connection)
     return created
@@ -210,6 +232,9 @@ def promote(db: Session, use_case: str, number: int, approver: str, reason: str)
     if champion is not None:
         set_alias(db, use_case, "archived", champion, approver, f"replaced by {version.tag}")
     set_alias(db, use_case, "champion", version, approver, f"approved: {reason}")
+    replaced = champion.tag if champion else None
+    details = {"decision_id": decision.id, "replaced": replaced}
+    audit.record(db, "model.promote", version.tag, actor=approver, reason=reason, details=details)
     return version
 
 
@@ -238,6 +263,7 @@ def rollback(db: Session, use_case: str, actor: str, reason: str, to: int | None
             raise PromotionRefusedError(f"{target.tag} was never a champion; promote it through the gate")
     set_alias(db, use_case, "archived", current, actor, f"rolled back to {target.tag}: {reason}")
     set_alias(db, use_case, "champion", target, actor, f"rollback from {current.tag}: {reason}")
+    audit.record(db, "model.rollback", target.tag, actor=actor, reason=reason, details={"from": current.tag})
     return target
 
 

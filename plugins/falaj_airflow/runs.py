@@ -28,6 +28,19 @@ def dag_args(spec: UseCaseSpec, stage: str, schedule: Any, lookback_days: int = 
     }
 
 
+def platform_dag_args(name: str, schedule: Any) -> dict[str, Any]:
+    """The same shared settings for a platform DAG, one that serves every use case: `falaj_<name>`."""
+    return {
+        "dag_id": f"falaj_{name}",
+        "schedule": schedule,
+        "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "tags": ["falaj", "platform", name],
+    }
+
+
 def asset_name(use_case: str, stage: str) -> str:
     return f"falaj.{use_case}.{stage}"
 

@@ -13,7 +13,10 @@ import pytest
 
 from tests.dags.conftest import DAGS, PLUGINS, PROJECT
 
-DAG_FILES = sorted(path for path in DAGS.glob("*.py") if not path.name.startswith("_"))
+ALL_DAG_FILES = sorted(path for path in DAGS.glob("*.py") if not path.name.startswith("_"))
+# `platform_<name>.py` holds one DAG `falaj_<name>` for the whole platform; the rest one per use case.
+PLATFORM_FILES = [path for path in ALL_DAG_FILES if path.stem.startswith("platform_")]
+DAG_FILES = [path for path in ALL_DAG_FILES if path not in PLATFORM_FILES]
 USE_CASES = sorted(path.stem for path in (PROJECT / "usecases").glob("*.yaml"))
 HEAVY = ("torch", "pandas", "feast", "great_expectations", "lightgbm", "onnxruntime", "bentoml", "sklearn")
 
@@ -25,7 +28,18 @@ def test_no_import_errors(dagbag: Any) -> None:
 def test_one_dag_per_use_case_and_file(dagbag: Any) -> None:
     """Given the use-case specs, then each DAG file yields exactly `<use_case>_<file stem>` per use case."""
     expected = {f"{use_case}_{path.stem}" for use_case in USE_CASES for path in DAG_FILES}
+    expected |= {f"falaj_{path.stem.removeprefix('platform_')}" for path in PLATFORM_FILES}
     assert set(dagbag.dags) == expected
+
+
+@pytest.mark.parametrize("path", PLATFORM_FILES, ids=lambda p: p.stem)
+def test_platform_dag_policy(dagbag: Any, path: Path) -> None:
+    name = path.stem.removeprefix("platform_")
+    dag = dagbag.dags[f"falaj_{name}"]
+    assert {"falaj", "platform", name} <= set(dag.tags)
+    assert dag.schedule is not None and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md == ast.get_docstring(ast.parse(path.read_text()), clean=False)
+    assert all(task.retries >= 1 for task in dag.tasks)
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
@@ -42,7 +56,7 @@ def test_policy(dagbag: Any, path: Path) -> None:
 
 
 def test_files_are_short() -> None:
-    for path in DAG_FILES:
+    for path in ALL_DAG_FILES:
         assert len(path.read_text().splitlines()) <= 100, f"{path.name} is no longer thin glue"
 
 
@@ -62,7 +76,7 @@ def test_assets_link_the_chain(dagbag: Any) -> None:
         assert produced["training"] == {f"falaj.{use_case}.model"}
 
 
-@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ALL_DAG_FILES, ids=lambda p: p.stem)
 def test_import_is_fast_and_light(path: Path, dag_env: dict[str, str]) -> None:
     """Given airflow.sdk already imported (as in the DAG processor), a DAG file costs well under a second
     and loads none of the heavy libraries."""

@@ -143,3 +143,24 @@ def test_training_pod_renders_from_the_cli(demo_run: dict[str, Any], platform_ho
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "--training-set" in container["command"]
+
+
+def test_the_audit_trail_records_the_lifecycle_and_verifies(
+    demo_run: dict[str, Any], platform_home: Path
+) -> None:
+    shown = falaj(platform_home, "audit", "show", "--limit", "100000")
+    assert shown.returncode == 0, shown.stderr
+    actions = {line.split()[3] for line in shown.stdout.splitlines()}
+    assert {"task_instance", "model.register", "gate.decide", "model.promote", "model.rollback"} <= actions
+    assert "fraud_training.evaluate_gate" in shown.stdout
+    denied = falaj(platform_home, "audit", "show", "--outcome", "denied", "--action", "model.promote")
+    assert "falaj-system" in denied.stdout and "cannot also approve" in denied.stdout
+
+    day = shown.stdout.splitlines()[-1].split()[1][:10]
+    assert falaj(platform_home, "audit", "export", "--day", day).returncode == 0
+    verified = falaj(platform_home, "audit", "verify")
+    assert (
+        verified.returncode == 0
+        and "chain intact" in verified.stdout
+        and "1 signed checkpoints" in verified.stdout
+    )
