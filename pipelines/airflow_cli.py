@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import authz
 from pipelines.settings import get_settings
 
 
@@ -35,6 +36,8 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project_dir / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.project_dir / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The web UI's users are the policy's identities, at the nearest Airflow role.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": authz.airflow_users(),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
         # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's first.

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pipelines.settings import get_settings
+
+
+def guarded(action: str, resource: Callable[[dict[str, Any]], str] | str = "*") -> Callable[[Any], Any]:
+    """Check the caller's role for ``action`` on ``resource`` before the command runs; privileged
+    actions get an ``--otp`` option for the second factor. Denials are audited."""
+
+    def wrap(command: Callable[..., Any]) -> Any:
+        from pipelines import authz
+
+        @functools.wraps(command)
+        def run(**arguments: Any) -> Any:
+            from pipelines import audit
+
+            otp = arguments.pop("otp", None)
+            target = resource(arguments) if callable(resource) else resource
+            try:
+                user = authz.current_user()
+                authz.require(user, action, target, otp)
+            except authz.AccessDeniedError as denied:
+                audit.emit(action, target, actor=os.environ.get("FALAJ_USER", "unknown"), outcome="denied",
+                           reason=str(denied))  # fmt: skip
+                raise click.ClickException(str(denied)) from None
+            return command(**arguments)
+
+        run.falaj_action = action  # type: ignore[attr-defined]
+        if action in authz.policy()["privileged"]:
+            run = click.option("--otp", default=None, help="TOTP code: this action needs a second factor.")(
+                run
+            )
+        return run
+
+    return wrap
 
 
 @click.group()
@@ -20,6 +55,7 @@ def main() -> None:
 @click.option(
     "--size", type=click.Choice(["tiny", "small", "demo", "large"]), default="demo", show_default=True
 )
+@guarded("demo.run")
 def demo(size: str) -> None:
     """Run the whole loop on the embedded default and score five transactions over HTTP."""
     from pipelines.demo import main as run
@@ -34,6 +70,7 @@ def demo(size: str) -> None:
 @click.option("--days", type=click.IntRange(1, 3660), default=60, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: $FALAJ_HOME/source.")
+@guarded("data.generate")
 def generate(size: str, days: int, seed: int, out: Path | None) -> None:
     """Generate the reference card-fraud data as source files."""
     from pipelines.datagen import SIZES
@@ -53,6 +90,7 @@ def spec() -> None:
 
 @spec.command("check")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@guarded("spec.check")
 def spec_check(path: Path) -> None:
     """Validate a use-case spec file; exits 1 naming each bad field."""
     from pipelines.spec import SpecError, load_spec_file
@@ -74,6 +112,7 @@ def models() -> None:
 
 @models.command("list")
 @click.argument("use_case")
+@guarded("model.read", lambda a: a["use_case"])
 def models_list(use_case: str) -> None:
     """List a use case's model versions, newest first, with their aliases."""
     from sqlalchemy import select
@@ -110,6 +149,7 @@ def _version_arg(value: str) -> tuple[str, int]:
 
 @models.command("show")
 @click.argument("version")
+@guarded("model.read", lambda a: a["version"])
 def models_show(version: str) -> None:
     """A version's metrics, gate decision, approvals and alias history."""
     from sqlalchemy import select
@@ -144,6 +184,7 @@ def models_show(version: str) -> None:
 
 @models.command("lineage")
 @click.argument("version")
+@guarded("model.read", lambda a: a["version"])
 def models_lineage(version: str) -> None:
     """Every item a version came from, as JSON."""
     import json
@@ -167,12 +208,16 @@ def models_lineage(version: str) -> None:
 
 @models.command("promote")
 @click.argument("version")
-@click.option("--approver", required=True, help="Who approves; never the version's trainer.")
 @click.option("--reason", required=True, help="Why, for the audit trail.")
-def models_promote(version: str, approver: str, reason: str) -> None:
-    """Make a version that passed the gate the champion (the previous champion is archived)."""
-    from pipelines import audit, registry
+@guarded("model.promote", lambda a: a["version"])
+def models_promote(version: str, reason: str) -> None:
+    """Approve a version that passed the gate: it becomes champion (the old one is archived).
 
+    The caller is the approver, and may not be the version's trainer.
+    """
+    from pipelines import audit, authz, registry
+
+    approver = authz.current_user()
     use_case, number = _version_arg(version)
     try:
         with registry.session() as db, db.begin():
@@ -188,12 +233,13 @@ def models_promote(version: str, approver: str, reason: str) -> None:
 @click.option(
     "--to", "to", type=int, default=None, help="An earlier champion's number; default the last one."
 )
-@click.option("--actor", required=True, help="Who rolls back.")
 @click.option("--reason", required=True, help="Why, for the audit trail.")
-def models_rollback(use_case: str, to: int | None, actor: str, reason: str) -> None:
+@guarded("model.rollback", lambda a: a["use_case"])
+def models_rollback(use_case: str, to: int | None, reason: str) -> None:
     """Point the champion back at an earlier champion, in one step."""
-    from pipelines import audit, registry
+    from pipelines import audit, authz, registry
 
+    actor = authz.current_user()
     try:
         with registry.session() as db, db.begin():
             target = registry.rollback(db, use_case, actor, reason, to)
@@ -205,6 +251,7 @@ def models_rollback(use_case: str, to: int | None, actor: str, reason: str) -> N
 
 @models.command("replay")
 @click.argument("version")
+@guarded("model.replay", lambda a: a["version"])
 def models_replay(version: str) -> None:
     """Rebuild a version's training set from its lineage and check it hashes the same."""
     from datetime import datetime
@@ -237,6 +284,7 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @click.option("--exports", type=click.Path(path_type=Path), default=None, help="Signed checkpoints' folder.")
+@guarded("audit.verify")
 def audit_verify(exports: Path | None) -> None:
     """Check every link of the chain and every signed checkpoint; name the first bad record."""
     from pipelines import audit, registry
@@ -261,6 +309,7 @@ def audit_verify(exports: Path | None) -> None:
 @click.option("--outcome", default=None, help="e.g. denied")
 @click.option("--since", default=None, help="UTC date or time, ISO 8601.")
 @click.option("--limit", type=int, default=100, show_default=True)
+@guarded("audit.read")
 def audit_show(
     actor: str | None,
     action: str | None,
@@ -291,6 +340,7 @@ def audit_show(
 
 @audit_group.command("export")
 @click.option("--day", required=True, help="UTC day, YYYY-MM-DD.")
+@guarded("audit.export", lambda a: a["day"])
 def audit_export(day: str) -> None:
     """Write a day's events with a manifest and a signed checkpoint of the chain head (write-once)."""
     from pipelines import audit, registry
@@ -300,11 +350,45 @@ def audit_export(day: str) -> None:
         click.echo(audit.export_day(db, day, get_settings().home / "audit" / "exports"))
 
 
+@main.group("auth")
+def auth_group() -> None:
+    """Identities' second factor."""
+
+
+@auth_group.command("enroll")
+@click.argument("user")
+@guarded("auth.enroll", lambda a: a["user"])
+def auth_enroll(user: str) -> None:
+    """Give USER a TOTP secret; prints the otpauth URI for their authenticator app (shown once)."""
+    from pipelines import audit, authz
+
+    click.echo(authz.enroll(user))
+    audit.emit("auth.enroll", user, actor=authz.current_user())
+
+
+@main.group("authz")
+def authz_group() -> None:
+    """The access policy (policies/rbac.yaml)."""
+
+
+@authz_group.command("explain")
+@click.argument("user")
+@click.argument("action")
+@click.argument("resource")
+@guarded("authz.explain")
+def authz_explain(user: str, action: str, resource: str) -> None:
+    """Whether USER may take ACTION on RESOURCE, and by which rule."""
+    from pipelines import authz
+
+    click.echo(authz.decide(user, action, resource).explain())
+
+
 @main.command("train")
 @click.argument("use_case")
 @click.option("--family", required=True, help="A model family the use case declares.")
 @click.option("--backend", type=click.Choice(["local", "kubernetes"]), default="local", show_default=True)
 @click.option("--render", is_flag=True, help="Print the Kubernetes pod manifest instead of running it.")
+@guarded("model.train", lambda a: a["use_case"])
 def train(use_case: str, family: str, backend: str, render: bool) -> None:
     """Train one family on the use case's newest training set (the `current` link)."""
     from pipelines import lake
@@ -355,6 +439,7 @@ def _is_number(value: Any) -> bool:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@guarded("airflow.run")
 def airflow(args: tuple[str, ...]) -> None:
     """Run an `airflow` command against this platform's DAGs and its SQLite metadata (e.g. `standalone`)."""
     import os
@@ -371,6 +456,7 @@ def features() -> None:
 
 
 @features.command("list")
+@guarded("features.read")
 def features_list() -> None:
     """Feature views, on-demand views and feature services in the registry."""
     from pipelines.features import feature_store
@@ -388,6 +474,7 @@ def features_list() -> None:
 
 @features.command("describe")
 @click.argument("name")
+@guarded("features.read", lambda a: a["name"])
 def features_describe(name: str) -> None:
     """One feature view or service: its features, types, TTL and source."""
     from feast.errors import FeastObjectNotFoundException
@@ -416,6 +503,7 @@ def features_describe(name: str) -> None:
 @features.command("materialize")
 @click.option("--start", type=click.DateTime(), required=True, help="UTC, inclusive.")
 @click.option("--end", type=click.DateTime(), required=True, help="UTC, exclusive.")
+@guarded("features.materialize")
 def features_materialize(start: Any, end: Any) -> None:
     """Load a window of every feature view into the online store (idempotent)."""
     import logging
@@ -436,6 +524,7 @@ def features_materialize(start: Any, end: Any) -> None:
     "--entity", "entities", multiple=True, required=True, help="KEY=VALUE, e.g. customer_id=C1028897."
 )
 @click.option("--request", "requests", multiple=True, help="KEY=VALUE request data for on-demand features.")
+@guarded("features.read", lambda a: a["service"])
 def features_get(service: str, entities: tuple[str, ...], requests: tuple[str, ...]) -> None:
     """Print the online feature vector of one entity row, with each value's age."""
     import json
@@ -502,6 +591,7 @@ def stream() -> None:
     help="prod: take over events another consumer read but did not acknowledge for this long.",
 )
 @click.option("--bootstrap", is_flag=True, help="First seed the state with the lake's last 30 days.")
+@guarded("stream.consume")
 def stream_consume(
     use_case: str, batch_size: int, until_idle: bool, claim_idle_ms: int, bootstrap: bool
 ) -> None:
@@ -535,6 +625,7 @@ def stream_consume(
     "day_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--use-case", default="fraud", show_default=True)
+@guarded("stream.produce")
 def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
     """Publish source day files as transaction events (what a core-banking system would emit)."""
     from pipelines.stream import open_broker, source_events

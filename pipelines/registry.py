@@ -189,6 +189,15 @@ def resolve_alias(db: Session, use_case: str, alias: str) -> ModelVersion | None
     return db.get(ModelVersion, event.version_id) if event and event.version_id is not None else None
 
 
+def _require_role(user: str, action: str, resource: str) -> None:
+    """The registry enforces roles itself, whoever calls it; the second factor is the caller's to check."""
+    from pipelines import authz
+
+    decision = authz.decide(user, action, resource)
+    if not decision.allowed:
+        raise PromotionRefusedError(decision.explain())
+
+
 def find_version(db: Session, use_case: str, number: int) -> ModelVersion:
     version = db.scalar(
         select(ModelVersion).where(ModelVersion.use_case == use_case, ModelVersion.version == number)
@@ -210,6 +219,7 @@ def latest_decision(db: Session, version: ModelVersion) -> GateDecision | None:
 def promote(db: Session, use_case: str, number: int, approver: str, reason: str) -> ModelVersion:
     """Make a gated version the champion on a second person's approval; the old champion is archived."""
     version = find_version(db, use_case, number)
+    _require_role(approver, "model.promote", version.tag)
     decision = latest_decision(db, version)
     if decision is None or not decision.passed:
         why = decision.reason if decision else "it was never evaluated"
@@ -240,6 +250,7 @@ def promote(db: Session, use_case: str, number: int, approver: str, reason: str)
 
 def rollback(db: Session, use_case: str, actor: str, reason: str, to: int | None = None) -> ModelVersion:
     """Point ``champion`` back at an earlier champion: the one before the current, or version ``to``."""
+    _require_role(actor, "model.rollback", use_case)
     current = resolve_alias(db, use_case, "champion")
     if current is None:
         raise PromotionRefusedError(f"{use_case} has no champion to roll back")

@@ -71,6 +71,7 @@ def _clear() -> None:
 def profile(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("FALAJ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FALAJ_PROFILE", request.param)
+    monkeypatch.setenv("FALAJ_USER", "data-engineer")  # prod has no default identity
     database = f"falaj_feast_{uuid.uuid4().hex[:10]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)

@@ -19,9 +19,21 @@ pytestmark = pytest.mark.integration
 FALAJ = str(Path(sys.executable).with_name("falaj"))
 
 
-def falaj(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FALAJ_HOME": str(home)}
+def falaj(home: Path, *args: str, user: str = "falaj-system") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FALAJ_HOME": str(home), "FALAJ_USER": user}
     return subprocess.run([FALAJ, *args], cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+
+
+def otp(user: str) -> str:
+    """The user's current TOTP code, enrolling them first if they have no second factor yet."""
+    import pyotp
+
+    from pipelines import authz
+
+    path = authz.totp_secret_path(user)
+    if not path.exists():
+        authz.enroll(user)
+    return str(pyotp.TOTP(path.read_text().strip()).now())
 
 
 def current_training_set(home: Path) -> dict[str, Any]:
@@ -94,7 +106,7 @@ def test_worse_challenger_is_refused_with_its_reasons(
     shown = falaj(platform_home, "models", "show", f"fraud:v{decision.candidate_version}")
     assert "gate REFUSED" in shown.stdout and "NO  non_regression:pr_auc" in shown.stdout
     refused = falaj(platform_home, "models", "promote", f"fraud:v{decision.candidate_version}",
-                    "--approver", "risk-officer", "--reason", "override")  # fmt: skip
+                    "--reason", "override", "--otp", otp("risk-officer"), user="risk-officer")  # fmt: skip
     assert refused.returncode == 1 and "has not passed the gate" in refused.stderr
 
 
@@ -119,15 +131,15 @@ def test_a_passing_challenger_waits_for_a_second_person(
         assert registry.resolve_alias(db, "fraud", "challenger").version == decision.candidate_version
         assert registry.resolve_alias(db, "fraud", "champion").version == 1
     own = falaj(
-        platform_home, "models", "promote", challenger, "--approver", "falaj-system", "--reason", "mine"
+        platform_home, "models", "promote", challenger, "--reason", "mine", "--otp", otp("falaj-system")
     )
     assert own.returncode == 1 and "falaj-system trained" in own.stderr
-    approved = falaj(
-        platform_home, "models", "promote", challenger, "--approver", "risk-officer", "--reason", "ok"
-    )
+    approved = falaj(platform_home, "models", "promote", challenger, "--reason", "ok",
+                     "--otp", otp("risk-officer"), user="risk-officer")  # fmt: skip
     assert approved.returncode == 0, approved.stderr
 
-    rolled = falaj(platform_home, "models", "rollback", "fraud", "--actor", "oncall", "--reason", "test over")
+    rolled = falaj(platform_home, "models", "rollback", "fraud", "--reason", "test over",
+                   "--otp", otp("oncall"), user="oncall")  # fmt: skip
     assert rolled.returncode == 0 and "fraud:v1 is the champion again" in rolled.stdout
 
 
@@ -157,8 +169,13 @@ def test_the_audit_trail_records_the_lifecycle_and_verifies(
     assert "falaj-system" in denied.stdout and "cannot also approve" in denied.stdout
 
     day = shown.stdout.splitlines()[-1].split()[1][:10]
-    assert falaj(platform_home, "audit", "export", "--day", day).returncode == 0
-    verified = falaj(platform_home, "audit", "verify")
+    assert (
+        falaj(
+            platform_home, "audit", "export", "--day", day, "--otp", otp("auditor"), user="auditor"
+        ).returncode
+        == 0
+    )
+    verified = falaj(platform_home, "audit", "verify", user="auditor")
     assert (
         verified.returncode == 0
         and "chain intact" in verified.stdout

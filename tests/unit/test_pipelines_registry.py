@@ -37,7 +37,7 @@ def _add_version(db: Session, use_case: str = "fraud", family: str = "lightgbm")
         training_set_uri="/lake/ts",
         training_set_sha256="1" * 64,
         code_version="abc123",
-        created_by="trainer@bank.ae",
+        created_by="risk-officer",
     )
     db.add(version)
     db.flush()
@@ -113,7 +113,7 @@ def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
     registry.set_alias(db, "fraud", "champion", v2, "approver@bank.ae", "gate passed")
     db.flush()
     assert registry.resolve_alias(db, "fraud", "champion").id == v2.id
-    registry.set_alias(db, "fraud", "champion", v1, "oncall@bank.ae", "rollback: drift alert")
+    registry.set_alias(db, "fraud", "champion", v1, "oncall", "rollback: drift alert")
     db.flush()
 
     # Then the latest event wins, even though it points at the older version
@@ -127,7 +127,7 @@ def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
     assert [(e.version_id, e.actor, e.reason) for e in events] == [
         (v1.id, "approver@bank.ae", "first model"),
         (v2.id, "approver@bank.ae", "gate passed"),
-        (v1.id, "oncall@bank.ae", "rollback: drift alert"),
+        (v1.id, "oncall", "rollback: drift alert"),
     ]
 
 
@@ -181,8 +181,8 @@ def _decide(db: Session, version: registry.ModelVersion, passed: bool) -> regist
 def test_trainer_cannot_approve_their_own_model(db: Session) -> None:
     version = _add_version(db)
     _decide(db, version, passed=True)
-    with pytest.raises(registry.PromotionRefusedError, match=r"trainer@bank\.ae trained fraud:v1"):
-        registry.promote(db, "fraud", 1, approver="trainer@bank.ae", reason="looks good")
+    with pytest.raises(registry.PromotionRefusedError, match="risk-officer trained fraud:v1"):
+        registry.promote(db, "fraud", 1, approver="risk-officer", reason="looks good")
     assert registry.resolve_alias(db, "fraud", "champion") is None
     assert db.scalars(select(registry.Approval)).all() == []
 
@@ -191,55 +191,55 @@ def test_a_refused_or_ungated_version_cannot_be_promoted(db: Session) -> None:
     refused, ungated = _add_version(db), _add_version(db)
     _decide(db, refused, passed=False)
     with pytest.raises(registry.PromotionRefusedError, match="below the floor"):
-        registry.promote(db, "fraud", refused.version, approver="risk@bank.ae", reason="override")
+        registry.promote(db, "fraud", refused.version, approver="demo-approver", reason="override")
     with pytest.raises(registry.PromotionRefusedError, match="never evaluated"):
-        registry.promote(db, "fraud", ungated.version, approver="risk@bank.ae", reason="override")
+        registry.promote(db, "fraud", ungated.version, approver="demo-approver", reason="override")
 
 
 def test_approval_promotes_archives_the_old_champion_and_is_recorded(db: Session) -> None:
     first, second = _add_version(db), _add_version(db)
     _decide(db, first, passed=True)
-    registry.promote(db, "fraud", 1, approver="risk@bank.ae", reason="first model")
+    registry.promote(db, "fraud", 1, approver="demo-approver", reason="first model")
     decision = _decide(db, second, passed=True)
     registry.set_alias(db, "fraud", "challenger", second, "falaj-system", "gate passed")
-    registry.promote(db, "fraud", 2, approver="cro@bank.ae", reason="better recall")
+    registry.promote(db, "fraud", 2, approver="oncall", reason="better recall")
     assert registry.resolve_alias(db, "fraud", "challenger") is None
 
     assert registry.resolve_alias(db, "fraud", "champion").id == second.id
     assert registry.resolve_alias(db, "fraud", "archived").id == first.id
     approval = db.scalars(select(registry.Approval).order_by(registry.Approval.id.desc())).first()
     assert (approval.approver, approval.decision_id, approval.reason) == (
-        "cro@bank.ae",
+        "oncall",
         decision.id,
         "better recall",
     )
     with pytest.raises(registry.PromotionRefusedError, match="already the champion"):
-        registry.promote(db, "fraud", 2, approver="risk@bank.ae", reason="again")
+        registry.promote(db, "fraud", 2, approver="demo-approver", reason="again")
 
 
 def test_rollback_returns_to_the_previous_champion_or_a_named_earlier_one(db: Session) -> None:
     versions = [_add_version(db) for _ in range(3)]
     for version in versions:
         _decide(db, version, passed=True)
-        registry.promote(db, "fraud", version.version, approver="risk@bank.ae", reason="gate passed")
+        registry.promote(db, "fraud", version.version, approver="demo-approver", reason="gate passed")
 
-    assert registry.rollback(db, "fraud", "oncall@bank.ae", "v3 misbehaves").version == 2
-    assert registry.rollback(db, "fraud", "oncall@bank.ae", "back to the first", to=1).version == 1
+    assert registry.rollback(db, "fraud", "oncall", "v3 misbehaves").version == 2
+    assert registry.rollback(db, "fraud", "oncall", "back to the first", to=1).version == 1
     assert registry.resolve_alias(db, "fraud", "champion").version == 1
     moves = [(e.alias, e.actor) for e in registry.alias_history(db, "fraud")][-2:]
-    assert moves == [("archived", "oncall@bank.ae"), ("champion", "oncall@bank.ae")]
+    assert moves == [("archived", "oncall"), ("champion", "oncall")]
 
 
 def test_rollback_only_to_a_former_champion(db: Session) -> None:
     first, never = _add_version(db), _add_version(db)
     _decide(db, first, passed=True)
     with pytest.raises(registry.PromotionRefusedError, match="no champion"):
-        registry.rollback(db, "fraud", "oncall@bank.ae", "nothing yet")
-    registry.promote(db, "fraud", 1, approver="risk@bank.ae", reason="first")
+        registry.rollback(db, "fraud", "oncall", "nothing yet")
+    registry.promote(db, "fraud", 1, approver="demo-approver", reason="first")
     with pytest.raises(registry.PromotionRefusedError, match="only champion"):
-        registry.rollback(db, "fraud", "oncall@bank.ae", "no earlier one")
+        registry.rollback(db, "fraud", "oncall", "no earlier one")
     with pytest.raises(registry.PromotionRefusedError, match="was never a champion"):
-        registry.rollback(db, "fraud", "oncall@bank.ae", "skip the gate", to=never.version)
+        registry.rollback(db, "fraud", "oncall", "skip the gate", to=never.version)
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:
@@ -253,3 +253,11 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
         head = ScriptDirectory(str(registry.MIGRATIONS)).get_current_head()
         assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
     engine.dispose()
+
+
+def test_the_registry_itself_refuses_a_user_without_the_approver_role(db: Session) -> None:
+    version = _add_version(db)
+    _decide(db, version, passed=True)
+    denied = r"ml-engineer \(ml-engineer\) may not model\.promote"
+    with pytest.raises(registry.PromotionRefusedError, match=denied):
+        registry.promote(db, "fraud", 1, approver="ml-engineer", reason="I trust it")

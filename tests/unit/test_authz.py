@@ -1,0 +1,120 @@
+"""RBAC: every CLI command has a rule, every role gets exactly what the matrix says, step-up for privilege."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import pyotp
+import pytest
+from click.testing import CliRunner
+
+from pipelines import audit, authz, registry
+from pipelines.cli import main
+
+# One representative identity per role (policies/rbac.yaml's users).
+USERS = {
+    "platform-admin": "falaj-system",
+    "data-engineer": "data-engineer",
+    "ml-engineer": "ml-engineer",
+    "approver": "risk-officer",
+    "consumer": "scoring-client",
+    "auditor": "auditor",
+}
+# The expected matrix, written out by hand: what each role may do. Anything else is denied.
+ALLOWED = {
+    "platform-admin": "*",
+    "data-engineer": {"data.generate", "spec.check", "features.read", "features.materialize",
+                      "stream.consume", "stream.produce", "airflow.run"},
+    "ml-engineer": {"spec.check", "features.read", "model.read", "model.train", "model.replay",
+                    "airflow.run"},
+    "approver": {"model.read", "model.promote", "model.rollback"},
+    "consumer": {"endpoint.score"},
+    "auditor": {"authz.explain", "audit.read", "audit.verify", "audit.export", "model.read"},
+}  # fmt: skip
+ADMIN_ONLY = {"demo.run", "auth.enroll"}
+PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll"}
+
+
+def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}".strip()
+        if isinstance(command, click.Group):
+            found |= leaf_commands(command, path)
+        else:
+            found[path] = command
+    return found
+
+
+COMMANDS = leaf_commands(main)
+ACTIONS = {getattr(command.callback, "falaj_action", None) for command in COMMANDS.values()} | {
+    "endpoint.score"
+}
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS))
+def test_every_command_has_a_rule(path: str) -> None:
+    action = getattr(COMMANDS[path].callback, "falaj_action", None)
+    assert action, f"`falaj {path}` checks no permission"
+    holders = [role for role in ALLOWED if role != "platform-admin" and action in ALLOWED[role]]
+    assert holders or action in ADMIN_ONLY, f"`falaj {path}` ({action}): no role but platform-admin holds it"
+    assert ("--otp" in {opt for p in COMMANDS[path].params for opt in p.opts}) == (action in PRIVILEGED)
+
+
+@pytest.mark.parametrize("role", sorted(USERS))
+def test_the_role_matrix(role: str) -> None:
+    for action in sorted(a for a in ACTIONS if a):
+        expected = ALLOWED[role] == "*" or action in ALLOWED[role]
+        decision = authz.decide(USERS[role], action, "fraud:v1")
+        assert decision.allowed == expected, decision.explain()
+        assert decision.privileged == (action in PRIVILEGED)
+
+
+def test_unknown_users_get_nothing() -> None:
+    assert not any(authz.decide("mallory", action, "*").allowed for action in ACTIONS if action)
+
+
+def invoke(user: str, *args: str) -> Any:
+    return CliRunner().invoke(main, list(args), env={"FALAJ_USER": user})
+
+
+def test_a_denied_command_exits_with_the_reason_and_is_audited(falaj_home: Path) -> None:
+    result = invoke("scoring-client", "models", "list", "fraud")
+    assert result.exit_code == 1
+    assert "DENY: scoring-client (consumer) may not model.read fraud" in result.output
+    with registry.session() as db:
+        [event] = audit.load(db)
+    assert (event["actor"], event["action"], event["outcome"]) == ("scoring-client", "model.read", "denied")
+
+
+def test_privileged_actions_need_a_valid_second_factor(falaj_home: Path) -> None:
+    no_factor = invoke("risk-officer", "models", "rollback", "fraud", "--reason", "drift")
+    assert no_factor.exit_code == 1 and "has no second factor" in no_factor.output
+    secret = pyotp.parse_uri(authz.enroll("risk-officer")).secret
+    wrong = invoke("risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", "000000")
+    assert wrong.exit_code == 1 and "a valid TOTP code (--otp) is required" in wrong.output
+    right = invoke(
+        "risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", pyotp.TOTP(secret).now()
+    )
+    # Past both checks, the registry answers: there is nothing to roll back yet.
+    assert right.exit_code == 1 and "has no champion to roll back" in right.output
+
+
+def test_prod_has_no_default_identity(falaj_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.settings import get_settings
+
+    monkeypatch.setenv("FALAJ_PROFILE", "prod")
+    get_settings.cache_clear()
+    with pytest.raises(authz.AccessDeniedError, match="no identity: set FALAJ_USER"):
+        authz.current_user()
+
+
+def test_explain_names_the_rule() -> None:
+    assert authz.decide("auditor", "audit.verify", "*").explain() == (
+        "ALLOW: auditor (auditor) may audit.verify * by rule 'auditor: audit.verify *'"
+    )
+    assert (
+        "privileged: needs a TOTP code" in authz.decide("risk-officer", "model.promote", "fraud:v2").explain()
+    )
