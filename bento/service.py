@@ -14,6 +14,7 @@ import numpy as np
 from bentoml.exceptions import NotFound, UnprocessableEntity
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import signing
 from pipelines.freshness import StaleFeaturesError, apply_policy
 
 
@@ -77,6 +78,7 @@ class Scorer:
             raise RuntimeError(
                 f"{self.model.tag}: model.onnx does not match its recorded sha256; refusing to serve"
             )
+        signing.verify_model(root)  # raises ModelSignatureError: an unsigned or altered model never serves
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # single rows: threads cost more than they give
         options.inter_op_num_threads = 1

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pipelines import keys
 from pipelines.settings import get_settings
 
 GENESIS = "0" * 64
@@ -196,32 +197,11 @@ def load(db: Session) -> list[dict[str, Any]]:
 
 
 def signing_key() -> Any:
-    """The Ed25519 key that signs chain heads; made on first use, readable by its owner only.
-
-    In production this is a KMS or HSM key; the local file stands in for it.
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    path = get_settings().secrets_dir / "audit-ed25519.pem"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(pem)
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return keys.private_key("audit")
 
 
 def public_key_pem() -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return (
-        signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    return keys.public_pem(signing_key())
 
 
 def _statement(seq: int, head: str, at: str) -> bytes:
@@ -289,12 +269,8 @@ def load_checkpoints(root: Any, public_key: bytes | None = None) -> list[Checkpo
     from pathlib import Path
 
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    key = serialization.load_pem_public_key(public_key or public_key_pem())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("audit checkpoints are verified with an Ed25519 public key")
+    key = keys.load_public(public_key or public_key_pem())
     checkpoints = []
     for path in sorted(Path(root).glob("*/checkpoint.json")):
         data = json.loads(path.read_text())

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipelines import lake, registry
+from pipelines import lake, registry, signing
 from pipelines.settings import get_settings
 from pipelines.spec import UseCaseSpec
 
@@ -68,9 +68,14 @@ def package(spec: UseCaseSpec, version: int | None = None) -> str:
                     "threshold": spec.serving.threshold,
                 },
             ) as created:
-                for name in ("model.onnx", "manifest.json", "metrics.json"):
+                for name in signing.MODEL_FILES:
                     shutil.copy2(model_dir / name, Path(created.path) / name)
+                signing.sign_model(Path(created.path))
             stored = bentoml.models.get(f"{model_name}:{model_version}")
+        try:
+            signing.verify_model(Path(stored.path))  # what gets deployed is what was signed
+        except signing.ModelSignatureError as bad:
+            raise PackagingRefusedError(str(bad)) from None
         bento = bentoml.bentos.build_bentofile(
             str(get_settings().project_dir / "bento" / "bentofile.yaml"),
             build_ctx=str(get_settings().project_dir),

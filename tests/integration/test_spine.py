@@ -49,6 +49,21 @@ def test_both_families_trained_with_onnx_parity_and_gate_recorded(demo_run: dict
         assert Path(champion.training_set_uri, "manifest.json").exists()
 
 
+def test_the_packaged_model_is_signed(demo_run: dict[str, Any], platform_home: Path) -> None:
+    from pipelines import signing
+
+    [stored] = [p.parent for p in (platform_home / "bentoml" / "models").glob("fraud-model/*/signature.json")]
+    signing.verify_model(stored)
+    (stored / "metrics.json").chmod(0o644)
+    original = (stored / "metrics.json").read_bytes()
+    (stored / "metrics.json").write_bytes(original.replace(b"pr_auc", b"pr_auq"))
+    try:
+        with pytest.raises(signing.ModelSignatureError, match=r"metrics\.json changed"):
+            signing.verify_model(stored)
+    finally:
+        (stored / "metrics.json").write_bytes(original)
+
+
 def raw_pii(source: Path) -> list[str]:
     customers = pd.read_csv(source / "customers.csv", dtype=str)
     values = pd.concat(
