@@ -383,6 +383,89 @@ def authz_explain(user: str, action: str, resource: str) -> None:
     click.echo(authz.decide(user, action, resource).explain())
 
 
+@main.group("compliance")
+def compliance_group() -> None:
+    """Records for the data protection officer and the regulator."""
+
+
+@compliance_group.command("ropa")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, one record per use case.")
+@guarded("compliance.read")
+def compliance_ropa(as_json: bool) -> None:
+    """The records of processing activities (GDPR Art. 30, UAE PDPL) the use-case specs declare."""
+    import json
+
+    from pipelines.spec import list_specs
+
+    records = []
+    for spec in list_specs():
+        personal = {
+            name: {column: treatment for column, treatment in source.pii.items()}
+            for name, source in spec.sources.items()
+            if source.pii
+        }
+        records.append(
+            {
+                "processing": spec.name,
+                **spec.processing.model_dump(),
+                "region": spec.region,
+                "personal_data": personal,
+                "other_data": {
+                    name: sorted(set(source.columns) - set(source.pii))
+                    for name, source in spec.sources.items()
+                },
+                "measures": [
+                    "direct identifiers pseudonymized (keyed HMAC-SHA256) or dropped at ingest",
+                    "role-based access with a second factor for privileged actions",
+                    "hash-chained audit trail with signed daily checkpoints",
+                    f"processing and storage pinned to region {spec.region}",
+                ],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    for record in records:
+        click.echo(f"== {record['processing']} ({record['controller']}, region {record['region']})")
+        for key in ("purpose", "legal_basis", "data_subjects", "recipients", "retention_days"):
+            click.echo(f"  {key}: {record[key]}")
+        for source, columns in record["personal_data"].items():
+            click.echo(
+                f"  personal data from {source}: " + ", ".join(f"{c} ({t})" for c, t in columns.items())
+            )
+        click.echo("  measures: " + "; ".join(record["measures"]))
+
+
+@compliance_group.command("residency-report")
+@click.argument("version")
+@guarded("compliance.read", lambda a: a["version"])
+def compliance_residency_report(version: str) -> None:
+    """Where every input and artifact of a model version lives, and whether the policy allows it."""
+    from pipelines import registry, residency
+    from pipelines.settings import get_settings
+
+    use_case, number = _version_arg(version)
+    with registry.session() as db:
+        found = _find(registry, db, use_case, number)
+    lineage = found.lineage
+    regions = lineage.get("residency", {})
+    storage = regions.get("storage_region", "unrecorded")
+    rows = [
+        ("validated source data", str(get_settings().lake_dir / "validated" / use_case), storage),
+        ("validation report", lineage["validation"]["report"], storage),
+        ("training set", lineage["training_set"]["uri"], storage),
+        ("training compute", f"{found.family} training", regions.get("training_region", "unrecorded")),
+        ("model artifacts", found.artifact_uri, storage),
+        ("reference profile", lineage["reference_profile"]["uri"], storage),
+        ("Bento", found.bento_tag or "not packaged", storage),
+        ("platform DB (registry, audit)", get_settings().platform_db_url.split("@")[-1], storage),
+    ]
+    allowed = residency.allowed_regions()
+    for what, where, region in rows:
+        verdict = "ok" if region in allowed else "OFF-POLICY"
+        click.echo(f"{what:<30} {region:<14} {verdict:<10} {where}")
+
+
 @main.command("train")
 @click.argument("use_case")
 @click.option("--family", required=True, help="A model family the use case declares.")

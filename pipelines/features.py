@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import lake, redis_online
+from pipelines import lake, redis_online, residency
 from pipelines.settings import get_settings
 from pipelines.spec import UseCaseSpec
 
@@ -210,6 +210,7 @@ def materialize(start: datetime, end: datetime) -> list[Materialized]:
     Profile views (tag ``kind: profile``) are keyed by when a profile began, not by the window, so
     they are loaded whole; their rows are few.
     """
+    residency.require_storage("the online store")
     store = feature_store()
     results = []
     for view in store.list_feature_views():

@@ -154,6 +154,13 @@ def lineage(
             else None,
         },
         "reference_profile": {"uri": str(profile), "sha256": lake.sha256_file(profile)},
+        "residency": {
+            "storage_region": get_settings().storage_region,
+            "training_region": spec.region
+            if (get_settings().training_backend or spec.training_backend(get_settings().profile))
+            == "kubernetes"
+            else get_settings().storage_region,
+        },
     }
 
 

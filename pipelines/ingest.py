@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import lake
+from pipelines import lake, residency
 from pipelines.pseudonymize import key_id, load_or_create_key, pseudonym
 from pipelines.settings import get_settings
 from pipelines.spec import Source, UseCaseSpec
@@ -168,6 +168,7 @@ def ingest(spec: UseCaseSpec, start: date, end: date) -> list[LandedPartition]:
     Raises:
         SourceMissingError: a daily file or dimension file of the window has not arrived.
     """
+    residency.require(spec.region, f"use case {spec.name}")
     landed = []
     for dataset, source in spec.sources.items():
         if source.format == "sql":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines import residency
 from pipelines.spec import UseCaseSpec
 from pipelines.training import train_command
 
@@ -22,6 +23,8 @@ def training_pod(
 ) -> Any:
     """A ``V1Pod`` for one training run; GPU families get a GPU, tolerations and a GPU node pool."""
     from kubernetes.client import models as k8s
+
+    residency.require(spec.region, f"training pod {spec.name}/{family}")  # before it can be scheduled
 
     params = spec.model_params(family)
     gpu = family in GPU_FAMILIES

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipelines import residency
 from pipelines.settings import get_settings
 
 SNAPSHOT = "snapshot"  # partition name of unpartitioned (dimension) sources
@@ -45,6 +46,7 @@ def sha256_file(path: Path) -> str:
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it into place only if the block succeeds."""
+    residency.require_storage(str(target))  # before a byte is written
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="The event broker (Redis Streams) in the prod profile.",
     )
+    storage_region: str = Field(
+        default="ae-dubai-1", description="Region of this home's storage: lake, artifacts, platform DB."
+    )
     alert_webhook_url: str | None = Field(
         default=None, description="Where failed data-quality gates are posted as JSON alerts."
     )

@@ -181,6 +181,17 @@ class TrainingSet(_Strict):
     test_fraction: float = Field(gt=0, lt=0.5)
 
 
+class Processing(_Strict):
+    """The record of processing (GDPR Art. 30, UAE PDPL): why and on what basis personal data is used."""
+
+    purpose: str = Field(min_length=10)
+    legal_basis: str = Field(min_length=5, description="e.g. legal obligation (CBUAE AML/CFT rules).")
+    controller: str
+    data_subjects: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(min_length=1, description="Who receives the outputs (scores, reports).")
+    retention_days: int = Field(gt=0, description="How long raw landings are kept before erasure.")
+
+
 class UseCaseSpec(_Strict):
     """Everything the platform needs to know about one use case."""
 
@@ -200,6 +211,7 @@ class UseCaseSpec(_Strict):
     )
     gate: GatePolicy
     serving: Serving
+    processing: Processing
 
     @model_validator(mode="after")
     def _references_resolve(self) -> UseCaseSpec:

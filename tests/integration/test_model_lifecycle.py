@@ -83,6 +83,15 @@ def test_lineage_names_every_item_and_each_verifies(demo_run: dict[str, Any], pl
     ) == pytest.approx(1)
 
 
+def test_residency_report_places_every_input_and_artifact(
+    demo_run: dict[str, Any], platform_home: Path
+) -> None:
+    report = falaj(platform_home, "compliance", "residency-report", "fraud:v1", user="auditor")
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert len(lines) == 8 and all(" ae-dubai-1 " in line and " ok " in line for line in lines)
+
+
 def test_replay_rebuilds_the_same_training_set(demo_run: dict[str, Any], platform_home: Path) -> None:
     replayed = falaj(platform_home, "models", "replay", "fraud:v1")
     assert replayed.returncode == 0, replayed.stderr

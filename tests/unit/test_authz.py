@@ -31,7 +31,8 @@ ALLOWED = {
                     "airflow.run"},
     "approver": {"model.read", "model.promote", "model.rollback"},
     "consumer": {"endpoint.score"},
-    "auditor": {"authz.explain", "audit.read", "audit.verify", "audit.export", "model.read"},
+    "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
+                "model.read"},
 }  # fmt: skip
 ADMIN_ONLY = {"demo.run", "auth.enroll"}
 PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll"}
@@ -118,3 +119,14 @@ def test_explain_names_the_rule() -> None:
     assert (
         "privileged: needs a TOTP code" in authz.decide("risk-officer", "model.promote", "fraud:v2").explain()
     )
+
+
+def test_records_of_processing_name_purpose_basis_and_personal_data() -> None:
+    import json
+
+    result = invoke("auditor", "compliance", "ropa", "--json")
+    assert result.exit_code == 0, result.output
+    [fraud] = json.loads(result.output)
+    assert fraud["legal_basis"] and fraud["retention_days"] > 0 and fraud["region"] == "ae-dubai-1"
+    assert fraud["personal_data"]["customers"]["emirates_id"] == "pseudonymize"
+    assert "emirates_id" not in fraud["other_data"]["customers"]
