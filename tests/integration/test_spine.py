@@ -72,19 +72,26 @@ def raw_pii(source: Path) -> list[str]:
     return sorted(set(values.dropna()))
 
 
-def test_no_raw_pii_past_ingest(demo_run: dict[str, Any], platform_home: Path) -> None:
-    """grep finds no raw name, Emirates ID, phone, email or birth date anywhere downstream of the source."""
+def test_no_raw_pii_or_secret_past_ingest(demo_run: dict[str, Any], platform_home: Path) -> None:
+    """grep finds no raw name, Emirates ID, phone, email or birth date, and no secret key, in any file of
+    the platform: lake, feature stores, platform and Airflow databases, artifacts, Bentos, logs, reports."""
     needles = [value.encode() for value in raw_pii(platform_home / "source")]
     assert len(needles) > 1000
-    downstream = [platform_home / name for name in ("lake", "feast", "artifacts", "bentoml")]
-    files = [path for root in downstream for path in root.rglob("*") if path.is_file()]
-    assert any(path.suffix == ".parquet" for path in files) and any(
-        path.name == "online.db" for path in files
-    )
+    for secret in (platform_home / "secrets").rglob("*"):
+        if secret.is_file() and not secret.name.endswith(".pub"):
+            key = secret.read_bytes()
+            needles += [key, key.hex().encode()] if len(key) == 32 else [key.strip()]
+    files = [
+        path
+        for path in platform_home.rglob("*")
+        if path.is_file() and path.relative_to(platform_home).parts[0] not in {"source", "secrets"}
+    ]
+    names = {path.name for path in files}
+    assert {"online.db", "platform.db", "airflow.db"} <= names and any(p.suffix == ".parquet" for p in files)
     for path in files:
         data = path.read_bytes()
         leaked = [needle for needle in needles if needle in data]
-        assert not leaked, f"{path} contains raw PII such as {leaked[:1]}"
+        assert not leaked, f"{path} contains raw PII or a secret, such as {leaked[:1]!r}"
 
 
 @pytest.fixture(scope="module")
