@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -100,9 +101,33 @@ def require(user: str, action: str, resource: str, otp: str | None = None) -> De
             raise AccessDeniedError(
                 f"{action} is privileged and {user} has no second factor: `falaj auth enroll`"
             )
-        if not otp or not pyotp.TOTP(path.read_text().strip()).verify(otp, valid_window=1):
+        step = _matching_step(pyotp.TOTP(path.read_text().strip()), otp or "")
+        if step is None:
             raise AccessDeniedError(f"{action} is privileged: a valid TOTP code (--otp) is required")
+        _spend(user, step, action)
     return decision
+
+
+def _matching_step(totp: Any, code: str) -> int | None:
+    """The time step a code belongs to, allowing one step of clock drift either way."""
+    import time
+
+    now = int(time.time())
+    for drift in (0, -1, 1):
+        at = now + drift * totp.interval
+        if code and totp.at(at) == code:
+            return int(totp.timecode(datetime.fromtimestamp(at, UTC)))
+    return None
+
+
+def _spend(user: str, step: int, action: str) -> None:
+    """A code works once: a step at or before the last one used is a replay."""
+    used = totp_secret_path(user).with_suffix(".last")
+    if used.exists() and step <= int(used.read_text()):
+        raise AccessDeniedError(f"{action} is privileged: that TOTP code was already used; wait for the next")
+    staging = used.with_suffix(".tmp")
+    staging.write_text(str(step))
+    staging.replace(used)
 
 
 def airflow_users() -> str:

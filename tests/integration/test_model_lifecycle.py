@@ -115,7 +115,7 @@ def test_worse_challenger_is_refused_with_its_reasons(
     shown = falaj(platform_home, "models", "show", f"fraud:v{decision.candidate_version}")
     assert "gate REFUSED" in shown.stdout and "NO  non_regression:pr_auc" in shown.stdout
     refused = falaj(platform_home, "models", "promote", f"fraud:v{decision.candidate_version}",
-                    "--reason", "override", "--otp", otp("risk-officer"), user="risk-officer")  # fmt: skip
+                    "--reason", "override", "--otp", otp("demo-approver"), user="demo-approver")  # fmt: skip
     assert refused.returncode == 1 and "has not passed the gate" in refused.stderr
 
 

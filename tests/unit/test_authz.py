@@ -96,11 +96,12 @@ def test_privileged_actions_need_a_valid_second_factor(falaj_home: Path) -> None
     secret = pyotp.parse_uri(authz.enroll("risk-officer")).secret
     wrong = invoke("risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", "000000")
     assert wrong.exit_code == 1 and "a valid TOTP code (--otp) is required" in wrong.output
-    right = invoke(
-        "risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", pyotp.TOTP(secret).now()
-    )
+    code = pyotp.TOTP(secret).now()
+    right = invoke("risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", code)
     # Past both checks, the registry answers: there is nothing to roll back yet.
     assert right.exit_code == 1 and "has no champion to roll back" in right.output
+    replayed = invoke("risk-officer", "models", "rollback", "fraud", "--reason", "drift", "--otp", code)
+    assert replayed.exit_code == 1 and "already used" in replayed.output
 
 
 def test_prod_has_no_default_identity(falaj_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
