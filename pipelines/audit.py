@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines import keys
+from pipelines import crypto, keys
 from pipelines.settings import get_settings
 
 GENESIS = "0" * 64
@@ -209,7 +209,7 @@ def _statement(seq: int, head: str, at: str) -> bytes:
 
 
 def export_day(db: Session, day: str, root: Any) -> Any:
-    """Write one UTC day's events as JSON Lines, a manifest and a signed checkpoint of the chain head.
+    """Write one UTC day's events as encrypted JSON Lines, a manifest and a signed checkpoint of the head.
 
     Files are created write-once (exclusive create, then read-only): an export is never rewritten; a
     rerun of the same day finds it and checks it still matches the log.
@@ -222,8 +222,15 @@ def export_day(db: Session, day: str, root: Any) -> Any:
     lines = "".join(json.dumps(event, sort_keys=True, default=str) + "\n" for event in events)
     head = load_head(db)
     if target.exists():
-        existing = (target / "events.jsonl").read_text()
-        if existing != lines:
+        # Events the day gained after its export are the next export's; those exported must not change.
+        last = json.loads((target / "manifest.json").read_text())["last_seq"] or 0
+        exported = "".join(
+            json.dumps(e, sort_keys=True, default=str) + "\n" for e in events if e["seq"] <= last
+        )
+        existing = crypto.decrypt(
+            (target / "events.jsonl.enc").read_bytes(), f"audit/{day}/events.jsonl"
+        ).decode()
+        if existing != exported:
             raise RuntimeError(f"{target} already exported and differs from the log now: the log changed")
         return target
     at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -243,15 +250,18 @@ def export_day(db: Session, day: str, root: Any) -> Any:
     }
     staging = Path(root) / f".{day}.staging"
     staging.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("events.jsonl", lines),
-        ("manifest.json", json.dumps(manifest, indent=2)),
-        ("checkpoint.json", json.dumps(checkpoint, indent=2)),
-        ("public_key.pem", public_key_pem().decode()),
+    for name, content in (
+        (
+            "events.jsonl.enc",
+            crypto.encrypt(lines.encode(), f"audit/{day}/events.jsonl"),
+        ),  # names are personal data
+        ("manifest.json", json.dumps(manifest, indent=2).encode()),
+        ("checkpoint.json", json.dumps(checkpoint, indent=2).encode()),
+        ("public_key.pem", public_key_pem()),
     ):
         path = staging / name
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), "w") as out:
-            out.write(text)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444), "wb") as out:
+            out.write(content)
     staging.rename(target)
     return target
 

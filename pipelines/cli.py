@@ -466,6 +466,33 @@ def compliance_residency_report(version: str) -> None:
         click.echo(f"{what:<30} {region:<14} {verdict:<10} {where}")
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """The master keys that wrap the data keys of encrypted artifacts."""
+
+
+@keys_group.command("rotate")
+@guarded("keys.rotate")
+def keys_rotate() -> None:
+    """Make a new master key current and re-wrap every encrypted artifact's data key under it."""
+    from pipelines import audit, crypto
+    from pipelines.settings import get_settings
+
+    provider = crypto.LocalKeyProvider()
+    key_id = provider.rotate()
+    artifacts = sorted(get_settings().home.rglob("*.enc"))
+    for path in artifacts:
+        blob = crypto.rewrap(path.read_bytes(), provider)
+        mode = path.stat().st_mode
+        path.chmod(0o600)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_bytes(blob)
+        staging.replace(path)
+        path.chmod(mode)
+    audit.emit("keys.rotate", key_id, details={"rewrapped": len(artifacts)})
+    click.echo(f"master key {key_id} is current; {len(artifacts)} artifacts re-wrapped")
+
+
 @main.command("train")
 @click.argument("use_case")
 @click.option("--family", required=True, help="A model family the use case declares.")

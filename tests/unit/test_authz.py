@@ -34,8 +34,8 @@ ALLOWED = {
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
                 "model.read"},
 }  # fmt: skip
-ADMIN_ONLY = {"demo.run", "auth.enroll"}
-PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll"}
+ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate"}
+PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll", "keys.rotate"}
 
 
 def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
