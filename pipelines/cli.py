@@ -27,12 +27,12 @@ def guarded(action: str, resource: Callable[[dict[str, Any]], str] | str = "*") 
 
             otp = arguments.pop("otp", None)
             target = resource(arguments) if callable(resource) else resource
+            user = os.environ.get("FALAJ_USER", "unidentified")
             try:
                 user = authz.current_user()
                 authz.require(user, action, target, otp)
             except authz.AccessDeniedError as denied:
-                audit.emit(action, target, actor=os.environ.get("FALAJ_USER", "unknown"), outcome="denied",
-                           reason=str(denied))  # fmt: skip
+                audit.emit(action, target, actor=user, outcome="denied", reason=str(denied))
                 raise click.ClickException(str(denied)) from None
             return command(**arguments)
 
