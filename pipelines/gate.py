@@ -38,11 +38,10 @@ class GateResult:
         return asdict(self)
 
 
-def test_rows(training_set_uri: str) -> Any:
+def split_rows(training_set_uri: str, split: str) -> Any:
     import pandas as pd
 
-    data = pd.read_parquet(Path(training_set_uri) / "data.parquet")
-    return data[data["split"] == "test"]
+    return pd.read_parquet(Path(training_set_uri) / "data.parquet", filters=[("split", "==", split)])
 
 
 def onnx_scores(model_dir: Path, rows: Any, features: list[str]) -> Any:
@@ -65,7 +64,7 @@ def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: An
     """Every rule of the spec's policy, candidate and champion scored on the same test rows."""
     import numpy as np
 
-    rows = test_rows(training_set_uri)
+    rows = split_rows(training_set_uri, "test")
     labels = rows[spec.label].to_numpy()
     p_candidate = onnx_scores(Path(candidate.artifact_uri), rows, candidate.features)
     p_champion = (
@@ -130,7 +129,9 @@ def lineage(
     """Everything a model came from, each item verifiable on its own."""
     report = get_settings().reports_dir / "validation" / f"{spec.name}.json"
     plan = lake.read_json(Path(training_set["uri"]) / "manifest.json")
-    profile = write_reference_profile(model_dir, training_set["uri"], list(manifest["features"]))
+    features = list(manifest["features"])
+    train = split_rows(training_set["uri"], "train")
+    profile = write_reference_profile(model_dir, train, features, onnx_scores(model_dir, train, features))
     return {
         "data_version": data_version(spec),
         "validation": {
@@ -157,8 +158,7 @@ def lineage(
         "residency": {
             "storage_region": get_settings().storage_region,
             "training_region": spec.region
-            if (get_settings().training_backend or spec.training_backend(get_settings().profile))
-            == "kubernetes"
+            if spec.training_backend() == "kubernetes"
             else get_settings().storage_region,
         },
     }

@@ -38,17 +38,8 @@ def column_profile(values: Any) -> dict[str, Any]:
     return profile
 
 
-def write_reference_profile(model_dir: Path, training_set_uri: str, features: list[str]) -> Path:
-    """Profile the training split's features and the model's ONNX scores on it; written beside the model."""
-    import numpy as np
-    import onnxruntime as ort
-    import pandas as pd
-
-    data = pd.read_parquet(Path(training_set_uri) / "data.parquet")
-    train = data[data["split"] == "train"]
-    inputs = train[features].to_numpy(dtype=np.float32)
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    scores = session.run(["probabilities"], {"input": inputs})[0][:, 1]
+def write_reference_profile(model_dir: Path, train: Any, features: list[str], scores: Any) -> Path:
+    """Profile the training rows' features and the model's scores on them; written beside the model."""
     profile = {
         "rows": len(train),
         "split": "train",

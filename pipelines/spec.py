@@ -235,8 +235,12 @@ class UseCaseSpec(_Strict):
             raise ValueError(f"serving.freshness has no policy for feature service '{self.feature_service}'")
         return self
 
-    def training_backend(self, profile: Profile) -> Backend:
-        return self.training_backends.get(profile, "local")
+    def training_backend(self) -> Backend:
+        """Where this use case trains under the current profile; ``FALAJ_TRAINING_BACKEND`` overrides it."""
+        from pipelines.settings import get_settings
+
+        settings = get_settings()
+        return settings.training_backend or self.training_backends.get(settings.profile, "local")
 
     @property
     def event_source(self) -> Source:

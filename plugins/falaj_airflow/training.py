@@ -42,8 +42,7 @@ def kubernetes_train_operator(spec: UseCaseSpec, family: str) -> Any:
 
 def train_task(spec: UseCaseSpec, family: str, training_set: Any) -> Any:
     """The training task of one family, on the backend the spec picks for the profile (or the override)."""
-    settings = get_settings()
-    if (settings.training_backend or spec.training_backend(settings.profile)) == "kubernetes":
+    if spec.training_backend() == "kubernetes":
         return kubernetes_train_operator(spec, family)
 
     @task(task_id=f"train_{family}")
