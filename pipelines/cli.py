@@ -189,20 +189,16 @@ def models_lineage(version: str) -> None:
     """Every item a version came from, as JSON."""
     import json
 
-    from pipelines import registry
-
-    use_case, number = _version_arg(version)
-    with registry.session() as db:
-        found = _find(registry, db, use_case, number)
-        record = {
-            "version": found.tag,
-            "family": found.family,
-            "trained_by": found.created_by,
-            "trained_at": found.created_at.isoformat(),
-            **found.lineage,
-            "bento_tag": found.bento_tag,
-            "params": found.params,
-        }
+    found = _load_version(version)
+    record = {
+        "version": found.tag,
+        "family": found.family,
+        "trained_by": found.created_by,
+        "trained_at": found.created_at.isoformat(),
+        **found.lineage,
+        "bento_tag": found.bento_tag,
+        "params": found.params,
+    }
     click.echo(json.dumps(record, indent=2))
 
 
@@ -256,16 +252,13 @@ def models_replay(version: str) -> None:
     """Rebuild a version's training set from its lineage and check it hashes the same."""
     from datetime import datetime
 
-    from pipelines import registry
     from pipelines.spec import load_spec
     from pipelines.training_set import build_training_set
 
-    use_case, number = _version_arg(version)
-    with registry.session() as db:
-        found = _find(registry, db, use_case, number)
+    found = _load_version(version)
     window = found.lineage["training_set"]["window"]
     rebuilt = build_training_set(
-        load_spec(use_case),
+        load_spec(found.use_case),
         datetime.fromisoformat(window["start"]),
         datetime.fromisoformat(window["end"]),
         make_current=False,
@@ -441,12 +434,11 @@ def compliance_ropa(as_json: bool) -> None:
 @guarded("compliance.read", lambda a: a["version"])
 def compliance_residency_report(version: str) -> None:
     """Where every input and artifact of a model version lives, and whether the policy allows it."""
-    from pipelines import registry, residency
+    from pipelines import residency
     from pipelines.settings import get_settings
 
-    use_case, number = _version_arg(version)
-    with registry.session() as db:
-        found = _find(registry, db, use_case, number)
+    found = _load_version(version)
+    use_case = found.use_case
     lineage = found.lineage
     regions = lineage.get("residency", {})
     storage = regions.get("storage_region", "unrecorded")
@@ -534,6 +526,14 @@ def train(use_case: str, family: str, backend: str, render: bool) -> None:
         click.echo(train_local(spec, str(training_set), sha256, family))
     except TrainingFailedError as failed:
         raise click.ClickException(str(failed)) from None
+
+
+def _load_version(version: str) -> Any:
+    from pipelines import registry
+
+    use_case, number = _version_arg(version)
+    with registry.session() as db:
+        return _find(registry, db, use_case, number)
 
 
 def _find(registry: Any, db: Any, use_case: str, number: int) -> Any:
