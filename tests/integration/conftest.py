@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from pipelines import registry, spec
 from pipelines.settings import get_settings
+from tests.http_sink import http_sink
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -114,22 +115,5 @@ def clear_online(profile: str) -> None:
 
 @pytest.fixture
 def webhook_sink() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A real HTTP server on localhost that keeps every JSON body posted to it."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict[str, Any]] = []
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    server.shutdown()
+    with http_sink() as sink:
+        yield sink

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from sqlalchemy.exc import DatabaseError
 
 from pipelines import audit, registry
 from tests.audit_chains import run
+from tests.http_sink import http_sink
 
 
 def test_tampering_is_caught_at_the_first_bad_record() -> None:
@@ -36,21 +35,8 @@ def test_events_chain_in_the_db_and_edits_are_refused(falaj_home: Path) -> None:
 
 @pytest.fixture
 def sink() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-
-    class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", received
-    server.shutdown()
+    with http_sink() as received:
+        yield received
 
 
 def test_an_unreachable_log_spools_alerts_and_loses_nothing(
