@@ -23,7 +23,6 @@ Run: `make bench` (or `.venv/bin/python -m bench.model_latency --rows 30000 --re
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -190,6 +189,8 @@ def write_training_set(directory: Path, rows: int, seed: int) -> Path:
     """
     import pandas as pd
 
+    from models.dataset import save_training_set
+
     rng = np.random.default_rng(seed)
     n = rows
     avg_30d = rng.lognormal(5.0, 0.8, n)
@@ -238,19 +239,7 @@ def write_training_set(directory: Path, rows: int, seed: int) -> Path:
     order = rng.permutation(n)
     frame["split"] = np.select([order < 0.65 * n, order < 0.8 * n], ["train", "valid"], "test")
     frame["transaction_id"] = [f"t{i}" for i in range(n)]
-    directory.mkdir(parents=True)
-    data = directory / "data.parquet"
-    frame.to_parquet(data, index=False)
-    manifest = {
-        "use_case": USE_CASE,
-        "sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-        "features": FEATURES,
-        "label": "is_fraud",
-        "split_column": "split",
-        "rows": n,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
+    return save_training_set(directory, frame, FEATURES, "is_fraud", USE_CASE)
 
 
 def train(training_set: Path, family: str, params: dict[str, Any], output: Path, seed: int) -> Path:

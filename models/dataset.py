@@ -103,6 +103,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def save_training_set(
+    directory: Path,
+    frame: pd.DataFrame,
+    features: list[str],
+    label: str,
+    use_case: str,
+    split_column: str = "split",
+) -> Path:
+    """Write ``data.parquet`` and the manifest ``load_training_set`` reads, its sha256 pinning the data."""
+    directory.mkdir(parents=True)
+    frame.to_parquet(directory / "data.parquet", index=False)
+    manifest = {
+        "use_case": use_case,
+        "sha256": sha256_file(directory / "data.parquet"),
+        "features": features,
+        "label": label,
+        "split_column": split_column,
+        "rows": len(frame),
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
 def load_training_set(directory: Path) -> TrainingSet:
     """Reads and verifies a training-set directory.
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from models import train
+from models.dataset import save_training_set
 from models.families import FAMILIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,18 +38,7 @@ def write_training_set(directory: Path, n: int = 2000, seed: int = 0, label_valu
     frame["is_fraud"] = y if label_value is None else label_value
     frame["split"] = np.select([np.arange(n) < 0.6 * n, np.arange(n) < 0.8 * n], ["train", "valid"], "test")
     frame["transaction_id"] = [f"t{i}" for i in range(n)]
-    directory.mkdir(parents=True)
-    frame.to_parquet(directory / "data.parquet", index=False)
-    manifest = {
-        "use_case": "fraud",
-        "sha256": hashlib.sha256((directory / "data.parquet").read_bytes()).hexdigest(),
-        "features": FEATURES,
-        "label": "is_fraud",
-        "split_column": "split",
-        "rows": n,
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
+    return save_training_set(directory, frame, FEATURES, "is_fraud", "fraud")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
