@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.common import Figure, latencies_ms, percentile, write_report
+from pipelines import crypto
 
 if TYPE_CHECKING:
     from models.dataset import TrainingSet
@@ -285,13 +286,14 @@ def load_scorers(
     manifest = json.loads((model_dir / "manifest.json").read_text())
     if manifest["onnx_model"] is None:
         raise ParityError(f"{family}: training kept no ONNX model (parity {manifest['parity']})")
+    onnx_model = crypto.unseal(model_dir / manifest["onnx_model"])
     sessions = {}
     for threads in {1, batch_threads}:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         sessions[threads] = ort.InferenceSession(
-            str(model_dir / manifest["onnx_model"]), sess_options=options, providers=["CPUExecutionProvider"]
+            onnx_model, sess_options=options, providers=["CPUExecutionProvider"]
         )
     threads = {"now": 1}
 
@@ -309,7 +311,7 @@ def load_scorers(
     if family == "lightgbm":
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_file=str(model_dir / manifest["native_model"]))
+        booster = lgb.Booster(model_str=crypto.unseal(model_dir / manifest["native_model"]).decode())
         calibration = manifest["calibration"]
         calibrator = PlattCalibrator(slope=calibration["slope"], intercept=calibration["intercept"])
 

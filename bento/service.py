@@ -56,10 +56,6 @@ class Score(BaseModel):
     latency_ms: float
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @bentoml.service(name="falaj-scorer", traffic={"timeout": 10})
 class Scorer:
     model = bentoml.models.BentoModel(ARGS.model_tag)
@@ -73,18 +69,17 @@ class Scorer:
         self.spec = load_spec(ARGS.use_case)
         root = Path(self.model.path)
         manifest = json.loads((root / "manifest.json").read_text())
+        signing.verify_model(root)  # raises ModelSignatureError: an unsigned or altered model never serves
+        model = signing.read_model_file(root, "model.onnx")  # decrypted in memory only
         expected = self.model.info.metadata["onnx_sha256"]
-        if _sha256(root / "model.onnx") != expected or manifest["onnx_sha256"] != expected:
+        if hashlib.sha256(model).hexdigest() != expected or manifest["onnx_sha256"] != expected:
             raise RuntimeError(
                 f"{self.model.tag}: model.onnx does not match its recorded sha256; refusing to serve"
             )
-        signing.verify_model(root)  # raises ModelSignatureError: an unsigned or altered model never serves
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # single rows: threads cost more than they give
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(root / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.features: list[str] = list(manifest["features"])
         self.version = f"{ARGS.use_case}:v{self.model.info.labels['registry_version']}"
         self.freshness = self.spec.serving.freshness[self.spec.feature_service]

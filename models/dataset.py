@@ -1,8 +1,13 @@
-"""Training sets on disk: a ``data.parquet`` plus a ``manifest.json`` that pins its sha256."""
+"""Training sets on disk: an encrypted ``data.parquet`` plus a ``manifest.json`` that pins its sha256.
+
+The data lies encrypted at rest (``data.parquet.enc``, see ``pipelines.crypto``); it is decrypted in
+memory only, and the manifest's sha256 is that of the plaintext, so the same data keeps the same id.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pipelines import crypto
 
+DATA = "data.parquet"
 SPLITS = ("train", "valid", "test")
 
 
@@ -111,12 +118,13 @@ def save_training_set(
     use_case: str,
     split_column: str = "split",
 ) -> Path:
-    """Write ``data.parquet`` and the manifest ``load_training_set`` reads, its sha256 pinning the data."""
+    """Write the encrypted data and the manifest ``load_training_set`` reads, its sha256 pinning the data."""
     directory.mkdir(parents=True)
-    frame.to_parquet(directory / "data.parquet", index=False)
+    data = frame.to_parquet(index=False)
+    crypto.seal(directory / DATA, data)
     manifest = {
         "use_case": use_case,
-        "sha256": sha256_file(directory / "data.parquet"),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "features": features,
         "label": label,
         "split_column": split_column,
@@ -130,22 +138,27 @@ def load_training_set(directory: Path) -> TrainingSet:
     """Reads and verifies a training-set directory.
 
     Args:
-        directory: Holds ``data.parquet`` and ``manifest.json`` with keys ``features``, ``label``,
-            ``split_column`` and ``sha256``.
+        directory: Holds the encrypted ``data.parquet`` and ``manifest.json`` with keys ``features``,
+            ``label``, ``split_column`` and ``sha256``.
 
     Returns:
         The train, valid and test splits as float32 features and 0/1 labels.
 
     Raises:
-        TrainingSetError: If a file is missing, the sha256 does not match, a column is missing or
-            not numeric, the label is not 0/1, or a split is empty or has a single class.
+        TrainingSetError: If a file is missing, the data does not decrypt or its sha256 does not match,
+            a column is missing or not numeric, the label is not 0/1, or a split is empty or has a
+            single class.
     """
-    data_path, manifest_path = directory / "data.parquet", directory / "manifest.json"
-    for path in (directory, data_path, manifest_path):
+    data_path, manifest_path = directory / DATA, directory / "manifest.json"
+    for path in (directory, crypto.sealed_path(data_path), manifest_path):
         if not path.exists():
             raise TrainingSetError(f"training set not found: {path}")
     manifest = _read_manifest(manifest_path)
-    actual = sha256_file(data_path)
+    try:
+        data = crypto.unseal(data_path)
+    except crypto.ArtifactTamperedError as exc:
+        raise TrainingSetError(f"{data_path}: {exc}; refusing to train") from None
+    actual = hashlib.sha256(data).hexdigest()
     if actual != manifest["sha256"]:
         raise TrainingSetError(
             f"sha256 of {data_path} is {actual} but the manifest says {manifest['sha256']}; refusing to train"
@@ -157,11 +170,11 @@ def load_training_set(directory: Path) -> TrainingSet:
     if len(set(columns)) != len(columns):
         raise TrainingSetError(f"{manifest_path}: features, label and split_column must be distinct columns")
     try:
-        available = set(pq.read_schema(data_path).names)
+        available = set(pq.read_schema(io.BytesIO(data)).names)
         missing = [name for name in columns if name not in available]
         if missing:
             raise TrainingSetError(f"{data_path} lacks columns {missing}")
-        frame = pd.read_parquet(data_path, columns=columns)
+        frame = pd.read_parquet(io.BytesIO(data), columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise TrainingSetError(f"cannot read {data_path}: {exc}") from exc
     for name in features:

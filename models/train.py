@@ -9,18 +9,20 @@ Probabilities, in ``metrics.json`` and from the ONNX model alike, are Platt-cali
 ``metrics.json`` also compares Brier score and ECE on the test split before and after calibration.
 
 Exit codes: 0 trained and parity passed; 2 bad input (the reason is one line on stderr);
-3 the ONNX model does not reproduce the native model (``model.onnx`` is deleted, the manifest
+3 the ONNX model does not reproduce the native model (``model.onnx`` is not kept, the manifest
 records the failed parity).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,11 +31,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from models.dataset import TrainingSetError, load_training_set, local_path, sha256_file
+from pipelines import crypto
+
+from models.dataset import TrainingSetError, load_training_set, local_path
 
 logger = logging.getLogger("models")
 
 PARITY_TOLERANCE = 1e-5
+ONNX_FILENAME = "model.onnx"
 EXIT_BAD_INPUT = 2
 EXIT_PARITY_FAILED = 3
 _VERSIONED = (
@@ -105,9 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def run(config: TrainConfig) -> int:
     """Trains, evaluates, exports and parity-checks one model, writing everything to ``config.output``.
 
-    Writes ``model.onnx``, the native model, ``metrics.json`` (test metrics of the calibrated model, plus
-    ``valid`` and ``calibration``: Brier and ECE before and after) and ``manifest.json`` (with the
-    calibrator under ``calibration``).
+    Writes ``model.onnx`` and the native model, both encrypted (``.enc``), ``metrics.json`` (test
+    metrics of the calibrated model, plus ``valid`` and ``calibration``: Brier and ECE before and
+    after) and ``manifest.json`` (with the calibrator under ``calibration``).
 
     Args:
         config: Validated arguments.
@@ -167,11 +172,19 @@ def run(config: TrainConfig) -> int:
     # A manifest left by an earlier run must not vouch for the files this run rewrites.
     (output / "manifest.json").unlink(missing_ok=True)
     _write_json(output / "metrics.json", metrics)
-    native_path = family.save_native(fitted, output)
-    onnx_path = output / "model.onnx"
-    family.export_onnx(fitted, len(data.features), onnx_path)
-    parity = check_parity(onnx_path, test_proba, data.test.X, PARITY_TOLERANCE)
-    signature = onnx_signature(onnx_path)
+    # Models lie encrypted at rest: the exporters write plaintext to an owner-only scratch folder only.
+    with tempfile.TemporaryDirectory(prefix="falaj-model-") as scratch:
+        native_path = family.save_native(fitted, Path(scratch))
+        onnx_path = Path(scratch) / ONNX_FILENAME
+        family.export_onnx(fitted, len(data.features), onnx_path)
+        parity = check_parity(onnx_path, test_proba, data.test.X, PARITY_TOLERANCE)
+        signature = onnx_signature(onnx_path)
+        onnx_model = onnx_path.read_bytes()
+        crypto.seal(output / native_path.name, native_path.read_bytes())
+    if parity.passed:
+        crypto.seal(output / ONNX_FILENAME, onnx_model)
+    else:
+        crypto.sealed_path(output / ONNX_FILENAME).unlink(missing_ok=True)
     logger.info("onnx parity on %d test rows: max_abs_diff=%.3g", parity.n_rows, parity.max_abs_diff)
 
     manifest = {
@@ -184,8 +197,9 @@ def run(config: TrainConfig) -> int:
         "training_set": str(config.training_set),
         "training_set_sha256": data.sha256,
         "native_model": native_path.name,
-        "onnx_model": onnx_path.name if parity.passed else None,
-        "onnx_sha256": sha256_file(onnx_path) if parity.passed else None,
+        "onnx_model": ONNX_FILENAME if parity.passed else None,
+        "onnx_sha256": hashlib.sha256(onnx_model).hexdigest() if parity.passed else None,
+        "encryption": "AES-256-GCM envelope (pipelines.crypto); files end in .enc",
         "onnx_inputs": list(signature.inputs),
         "onnx_outputs": list(signature.outputs),
         "parity": {**asdict(parity), "tolerance": PARITY_TOLERANCE},
@@ -197,11 +211,10 @@ def run(config: TrainConfig) -> int:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if not parity.passed:
-        onnx_path.unlink()
         _write_json(output / "manifest.json", manifest)
         print(
             f"error: ONNX parity failed: max_abs_diff {parity.max_abs_diff:.3g} > {PARITY_TOLERANCE} "
-            f"on {parity.n_rows} test rows; model.onnx deleted",
+            f"on {parity.n_rows} test rows; model.onnx not kept",
             file=sys.stderr,
         )
         return EXIT_PARITY_FAILED

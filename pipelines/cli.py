@@ -23,7 +23,7 @@ def guarded(action: str, resource: Callable[[dict[str, Any]], str] | str = "*") 
 
         @functools.wraps(command)
         def run(**arguments: Any) -> Any:
-            from pipelines import audit
+            from pipelines import audit, tls
 
             otp = arguments.pop("otp", None)
             target = resource(arguments) if callable(resource) else resource
@@ -34,7 +34,10 @@ def guarded(action: str, resource: Callable[[dict[str, Any]], str] | str = "*") 
             except authz.AccessDeniedError as denied:
                 audit.emit(action, target, actor=user, outcome="denied", reason=str(denied))
                 raise click.ClickException(str(denied)) from None
-            return command(**arguments)
+            try:
+                return command(**arguments)
+            except tls.InsecureConnectionError as insecure:
+                raise click.ClickException(str(insecure)) from None
 
         run.falaj_action = action  # type: ignore[attr-defined]
         if action in authz.policy()["privileged"]:
@@ -270,6 +273,30 @@ def models_replay(version: str) -> None:
     click.echo(f"{found.tag}: training set reproduced, sha256 {rebuilt.sha256}")
 
 
+@main.command("erase")
+@click.option("--subject", required=True, help="The data subject's identifier, e.g. a customer_id.")
+@click.option("--use-case", default="fraud", show_default=True)
+@click.option("--reason", required=True, help="The request it answers, for the audit trail.")
+@guarded("data.erase", lambda a: a["use_case"])
+def erase(subject: str, use_case: str, reason: str) -> None:
+    """Erase a data subject (GDPR Art. 17, PDPL) and flag the models trained on their rows."""
+    from pipelines import authz
+    from pipelines.erasure import ErasureError
+    from pipelines.erasure import erase as erase_subject
+    from pipelines.spec import load_spec
+
+    try:
+        report = erase_subject(load_spec(use_case), subject, authz.current_user(), reason)
+    except ErasureError as refused:
+        raise click.ClickException(str(refused)) from None
+    click.echo(f"erasure {report.erasure_id}: subject {report.subject}")
+    for zone, rows in sorted(report.rows_removed.items()):
+        click.echo(f"  {zone:<14} {rows} rows removed")
+    click.echo(f"  {'online store':<14} {report.online_keys_deleted} entity keys deleted")
+    flagged = ", ".join(report.models_flagged) or "none"
+    click.echo(f"  models flagged for retraining: {flagged}")
+
+
 @main.group("audit")
 def audit_group() -> None:
     """The tamper-evident audit trail."""
@@ -458,6 +485,36 @@ def compliance_residency_report(version: str) -> None:
         click.echo(f"{what:<30} {region:<14} {verdict:<10} {where}")
 
 
+@main.group("certs")
+def certs_group() -> None:
+    """TLS certificates for development: a local CA and the certificate of this machine's servers."""
+
+
+@certs_group.command("dev")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default: $FALAJ_HOME/secrets/tls.",
+)
+@click.option("--host", "hosts", multiple=True, help="A further name or IP the server certificate covers.")
+@click.option("--force", is_flag=True, help="Make a new CA too, instead of signing with the existing one.")
+@guarded("certs.dev")
+def certs_dev(out: Path | None, hosts: tuple[str, ...], force: bool) -> None:
+    """Make a development CA (kept if present) and a 90-day server certificate for localhost it signs."""
+    from pipelines import audit, certs
+
+    try:
+        made = certs.make_dev_certificates(out, hosts, force=force)
+    except certs.CertificateError as unusable:
+        raise click.ClickException(str(unusable)) from None
+    details = {"hosts": list(made.hosts), "new_ca": not made.ca_reused}
+    audit.emit("certs.dev", str(made.server_cert), details=details)
+    click.echo(f"CA ({'kept' if made.ca_reused else 'new'}): {made.ca_cert}  key {made.ca_key}")
+    click.echo(f"server certificate for {', '.join(made.hosts)}: {made.server_cert}  key {made.server_key}")
+    click.echo(f"clients: FALAJ_TLS_CA_FILE={made.ca_cert}")
+
+
 @main.group("keys")
 def keys_group() -> None:
     """The master keys that wrap the data keys of encrypted artifacts."""
@@ -483,6 +540,40 @@ def keys_rotate() -> None:
         path.chmod(mode)
     audit.emit("keys.rotate", key_id, details={"rewrapped": len(artifacts)})
     click.echo(f"master key {key_id} is current; {len(artifacts)} artifacts re-wrapped")
+
+
+@keys_group.command("rotate-fernet")
+@guarded("keys.rotate")
+def keys_rotate_fernet() -> None:
+    """Rotate Airflow's Fernet key: connections, variables and triggers re-encrypted, old keys dropped.
+
+    Stop `falaj airflow standalone` first, or restart it after: it keeps the keys it started with.
+    """
+    import subprocess
+
+    from pipelines import airflow_cli, audit, authz
+
+    actor = authz.current_user()
+    try:
+        airflow_cli.migrate()  # rotating needs Airflow's tables, even in a home that never ran a DAG
+        rotation = airflow_cli.rotate_fernet_key()
+    except subprocess.CalledProcessError as failed:
+        reason = f"`airflow db migrate` failed: {(failed.stderr or b'').decode(errors='replace')[-1500:]}"
+        audit.emit("keys.rotate_fernet", "airflow-fernet", actor=actor, outcome="failed", reason=reason)
+        raise click.ClickException(reason) from None
+    except airflow_cli.FernetKeyError as failed:
+        audit.emit("keys.rotate_fernet", "airflow-fernet", actor=actor, outcome="failed", reason=str(failed))
+        raise click.ClickException(str(failed)) from None
+    audit.emit(
+        "keys.rotate_fernet",
+        "airflow-fernet",
+        actor=actor,
+        details={"fingerprint": rotation.fingerprint, "retired_keys": rotation.retired},
+    )
+    click.echo(
+        f"Airflow Fernet key {rotation.fingerprint} is current; {rotation.retired} old key(s) retired. "
+        "Restart running Airflow processes."
+    )
 
 
 @main.command("train")
@@ -642,6 +733,7 @@ def features_get(service: str, entities: tuple[str, ...], requests: tuple[str, .
 
     from feast.errors import FeastObjectNotFoundException
 
+    from pipelines import audit
     from pipelines.features import feature_store
 
     row: dict[str, Any] = {}
@@ -670,6 +762,7 @@ def features_get(service: str, entities: tuple[str, ...], requests: tuple[str, .
         for name, values in response.items()
         if not name.endswith("__ts")
     }
+    audit.emit("features.export", service, details={"entities": sorted(row), "features": len(vector)})
     click.echo(json.dumps(vector, indent=2, default=str))
 
 

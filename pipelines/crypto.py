@@ -18,6 +18,7 @@ from typing import Protocol
 from pipelines.settings import get_settings
 
 MAGIC = b"FALAJENC1\n"
+SEALED_SUFFIX = ".enc"
 
 
 class ArtifactTamperedError(RuntimeError):
@@ -99,6 +100,34 @@ def decrypt(blob: bytes, name: str, provider: KeyProvider | None = None) -> byte
         return AESGCM(data_key).decrypt(base64.b64decode(fields["nonce"]), ciphertext, name.encode())
     except InvalidTag:
         raise ArtifactTamperedError(f"{name}: does not authenticate (altered, or another artifact)") from None
+
+
+def sealed_path(path: Path) -> Path:
+    """Where the artifact with logical path ``path`` lies encrypted: ``model.onnx`` -> ``model.onnx.enc``."""
+    return path.with_name(path.name + SEALED_SUFFIX)
+
+
+def seal(path: Path, plaintext: bytes, provider: KeyProvider | None = None) -> Path:
+    """Encrypt ``plaintext`` as the artifact ``path``: written atomically, owner-only, bound to its name."""
+    from pipelines import lake
+
+    target = sealed_path(path)
+    with lake.atomic_path(target) as staging:  # mkstemp: owner-only from the first byte
+        staging.write_bytes(encrypt(plaintext, path.name, provider))
+    return target
+
+
+def unseal(path: Path, provider: KeyProvider | None = None) -> bytes:
+    """The plaintext of the artifact ``path``; never written to disk.
+
+    Raises:
+        FileNotFoundError: No encrypted artifact at ``path`` (a plaintext file there does not count).
+        ArtifactTamperedError: It does not authenticate.
+    """
+    target = sealed_path(path)
+    if not target.exists():
+        raise FileNotFoundError(f"no encrypted artifact {target}")
+    return decrypt(target.read_bytes(), path.name, provider)
 
 
 def rewrap(blob: bytes, provider: KeyProvider | None = None) -> bytes:

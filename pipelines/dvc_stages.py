@@ -40,7 +40,7 @@ def training_set(use_case: str, source: Path, days: int, out: Path) -> str:
     built = build_training_set(spec, start, end)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for name in ("data.parquet", "manifest.json"):
+    for name in ("data.parquet.enc", "manifest.json"):
         shutil.copy2(Path(built.uri) / name, out / name)
     return built.sha256
 

@@ -30,13 +30,23 @@ class FeatureTables:
 
 
 def feature_store() -> Any:
-    """The Feast store of the current profile; its YAML takes paths and URLs from the settings."""
+    """The Feast store of the current profile; its YAML takes paths and URLs from the settings.
+
+    Raises:
+        tls.InsecureConnectionError: In ``prod``, the registry or Redis address does not use verified TLS.
+    """
     from feast import FeatureStore
 
+    from pipelines import tls
+
     settings = get_settings()
+    registry_url, redis_connection = settings.feast_registry_url, settings.redis_connection
+    if settings.profile == "prod":  # only the prod YAML connects to them
+        registry_url = tls.secured(registry_url, "FALAJ_FEAST_REGISTRY_URL")
+        redis_connection = tls.secured(redis_connection, "FALAJ_REDIS_CONNECTION")
     os.environ["FALAJ_HOME"] = str(settings.home.resolve())
-    os.environ["FALAJ_FEAST_REGISTRY_URL"] = settings.feast_registry_url
-    os.environ["FALAJ_REDIS_CONNECTION"] = settings.redis_connection
+    os.environ["FALAJ_FEAST_REGISTRY_URL"] = registry_url
+    os.environ["FALAJ_REDIS_CONNECTION"] = redis_connection
     return FeatureStore(repo_path=str(settings.feature_repo_dir), fs_yaml_file=settings.feature_store_yaml)
 
 

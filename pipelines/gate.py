@@ -6,13 +6,14 @@ A candidate that passes becomes the ``challenger``; only a second person's appro
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import audit, lake, registry
+from pipelines import audit, crypto, lake, registry
 from pipelines.gate_policy import Check, check_policy, metric_value, summary
 from pipelines.gate_policy import passed as policy_passed
 from pipelines.reference_profile import write_reference_profile
@@ -39,9 +40,16 @@ class GateResult:
 
 
 def split_rows(training_set_uri: str, split: str) -> Any:
+    import io
+
     import pandas as pd
 
-    return pd.read_parquet(Path(training_set_uri) / "data.parquet", filters=[("split", "==", split)])
+    data = crypto.unseal(Path(training_set_uri) / "data.parquet")
+    return pd.read_parquet(io.BytesIO(data), filters=[("split", "==", split)])
+
+
+def onnx_model(model_dir: Path) -> bytes:
+    return crypto.unseal(model_dir / "model.onnx")
 
 
 def onnx_scores(model_dir: Path, rows: Any, features: list[str]) -> Any:
@@ -49,7 +57,7 @@ def onnx_scores(model_dir: Path, rows: Any, features: list[str]) -> Any:
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_model(model_dir), providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"input": rows[features].to_numpy(dtype=np.float32)})[0][:, 1]
 
 
@@ -76,7 +84,7 @@ def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: An
         p_candidate,
         p_champion,
         slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
-        onnx_path=Path(candidate.artifact_uri) / "model.onnx",
+        onnx_model=onnx_model(Path(candidate.artifact_uri)),
         parity_diff=candidate.parity_max_abs_diff,
         latency_rows=rows[candidate.features].to_numpy(dtype=np.float32)[:200],
     )
@@ -113,7 +121,6 @@ def code_version() -> str:
 
 def data_version(spec: UseCaseSpec) -> str:
     """The validated lake's state, as the SHA-256 of every validated partition's landing version."""
-    import hashlib
 
     root = lake.zone_dir("validated", spec.name, "")
     versions = sorted(
@@ -150,7 +157,7 @@ def lineage(
         "code_version": code_version(),
         "artifact": {
             "onnx_sha256": manifest["onnx_sha256"],
-            "native_sha256": lake.sha256_file(model_dir / manifest["native_model"])
+            "native_sha256": hashlib.sha256(crypto.unseal(model_dir / manifest["native_model"])).hexdigest()
             if "native_model" in manifest
             else None,
         },

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -157,7 +156,7 @@ def paired_bootstrap_delta(
 
 
 def onnx_latency_p99_ms(
-    path: Path, rows: np.ndarray | None = None, runs: int = 200, warmup: int = 20
+    model: bytes, rows: np.ndarray | None = None, runs: int = 200, warmup: int = 20
 ) -> float:
     """Single-row p99 latency of an ONNX model on one CPU thread, as one scoring request sees it.
 
@@ -169,12 +168,12 @@ def onnx_latency_p99_ms(
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     if rows is None or len(rows) == 0:
         width = model_input.shape[-1] if model_input.shape else None
         if not isinstance(width, int):
-            raise ValueError(f"{path}: input '{model_input.name}' has no fixed width; pass rows")
+            raise ValueError(f"the model's input '{model_input.name}' has no fixed width; pass rows")
         rows = np.zeros((1, width), dtype=np.float32)
     batch = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
     timings = np.empty(runs, dtype=np.float64)
@@ -260,7 +259,7 @@ def check_policy(
     p_candidate: np.ndarray,
     p_champion: np.ndarray | None,
     slices: Mapping[str, np.ndarray] | pd.DataFrame | None = None,
-    onnx_path: Path | None = None,
+    onnx_model: bytes | None = None,
     parity_diff: float | None = None,
     *,
     latency_rows: np.ndarray | None = None,
@@ -276,7 +275,7 @@ def check_policy(
             comparisons are then reported as not judged.
         slices: The test rows' slice columns (by name), e.g. the ``policy.slices`` of a DataFrame. A
             slice the policy names but the data lacks fails: the rule cannot be silently dropped.
-        onnx_path: The candidate's ``model.onnx`` for the latency and size budgets.
+        onnx_model: The candidate's serialized ONNX model, for the latency and size budgets.
         parity_diff: The candidate's max |ONNX − native| probability difference.
         latency_rows: Feature rows to time single-row scoring with; zeros of the input width if absent.
         latency_runs: Timed single-row runs, after a warm-up.
@@ -328,16 +327,15 @@ def check_policy(
     ece_label = f"ece ({ECE_BINS} bins)"
     checks.append(_limit_check("ece", ece_label, ece(labels, candidate), policy.max_ece, "", ".4f"))
 
-    if onnx_path is None:
+    if onnx_model is None:
         for name in ("latency_p99", "model_bytes"):
             checks.append(Check(name, passed=True, judged=False, detail="no ONNX model given"))
     else:
-        p99 = onnx_latency_p99_ms(onnx_path, latency_rows, runs=latency_runs)
+        p99 = onnx_latency_p99_ms(onnx_model, latency_rows, runs=latency_runs)
         label = f"single-row p99 over {latency_runs} runs, 1 CPU thread,"
         checks.append(_limit_check("latency_p99", label, p99, policy.max_latency_ms_p99, " ms", ".3f"))
-        size = float(onnx_path.stat().st_size)
         limit = None if policy.max_model_bytes is None else float(policy.max_model_bytes)
-        checks.append(_limit_check("model_bytes", onnx_path.name, size, limit, " bytes", ",.0f"))
+        checks.append(_limit_check("model_bytes", "model.onnx", len(onnx_model), limit, " bytes", ",.0f"))
 
     if parity_diff is None:
         checks.append(Check("onnx_parity", passed=True, judged=False, detail="no parity measurement given"))

@@ -44,6 +44,20 @@ def source_file(source: Source, day: date) -> Path:
     return get_settings().source_dir / str(source.path).format(date=day.isoformat())
 
 
+def drop_erased_subjects(spec: UseCaseSpec, frame: pd.DataFrame, key: bytes) -> tuple[pd.DataFrame, int]:
+    """Rows of subjects erased earlier never land again, even when a source delivers them anew."""
+    from pipelines.erasure import erased_subjects
+
+    column = spec.processing.subject_key if spec.processing else None
+    if column is None or column not in frame.columns:
+        return frame, 0
+    erased = erased_subjects(spec.name)
+    if not erased:
+        return frame, 0
+    mask = frame[column].astype(str).map(lambda value: pseudonym(value, key)).isin(erased)
+    return frame[~mask], int(mask.sum())
+
+
 def treat_pii(frame: pd.DataFrame, source: Source, key: bytes) -> pd.DataFrame:
     """Replace direct identifiers before any byte is written to the lake."""
     treated = frame.copy()
@@ -142,6 +156,7 @@ def _land_frame(
     key = load_or_create_key()
     version = source_sha[:16] + "-" + key_id(key)[:8]
     target_dir = lake.partition_dir("landing", spec.name, dataset, partition)
+    frame, erased_rows = drop_erased_subjects(spec, frame, key)
     treated = treat_pii(frame, spec.sources[dataset], key)
     data_path = target_dir / f"data-{version}.parquet"
     with lake.atomic_path(data_path) as tmp:
@@ -154,6 +169,7 @@ def _land_frame(
             "rows": len(treated),
             "source_sha256": source_sha,
             "pseudonym_key_id": key_id(key),
+            "erased_rows": erased_rows,
             "landed_at": datetime.now(UTC).isoformat(),
             **extra,
         },

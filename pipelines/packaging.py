@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -28,7 +29,10 @@ def verify_artifact(model_dir: Path, expected_sha256: str) -> None:
     manifest = lake.read_json(model_dir / "manifest.json")
     if not manifest["parity"]["passed"]:
         raise PackagingRefusedError(f"{model_dir}: ONNX parity failed ({manifest['parity']['max_abs_diff']})")
-    actual = lake.sha256_file(model_dir / "model.onnx")
+    try:
+        actual = hashlib.sha256(signing.read_model_file(model_dir, "model.onnx")).hexdigest()
+    except signing.ModelSignatureError as bad:
+        raise PackagingRefusedError(str(bad)) from None
     if actual != expected_sha256:
         raise PackagingRefusedError(
             f"{model_dir}/model.onnx: sha256 {actual} != registered {expected_sha256}"
@@ -68,7 +72,7 @@ def package(spec: UseCaseSpec, version: int | None = None) -> str:
                     "threshold": spec.serving.threshold,
                 },
             ) as created:
-                for name in signing.MODEL_FILES:
+                for name in map(signing.stored_name, signing.MODEL_FILES):
                     shutil.copy2(model_dir / name, Path(created.path) / name)
                 signing.sign_model(Path(created.path))
             stored = bentoml.models.get(f"{model_name}:{model_version}")

@@ -95,6 +95,7 @@ def write_latest(store: Any, view: Any, latest: pa.Table) -> int:
     from feast.infra.online_stores.redis import _versioned_fv_name
 
     config = store.config
+    # Feast's own client, so the TLS options tls.secured added to the connection string apply here too.
     client = store._get_provider().online_store._get_client(config.online_store)
     sha = client.script_load(COMPARE_AND_WRITE)
     name = _versioned_fv_name(view, config)

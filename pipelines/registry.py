@@ -58,6 +58,9 @@ class ModelVersion(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by: Mapped[str] = mapped_column(String(128), doc="Who trained it; they may not approve it.")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    retrain_required: Mapped[str | None] = mapped_column(
+        String(255), default=None, doc="Why it may not be promoted again (an erasure of its training rows)."
+    )
 
     @property
     def tag(self) -> str:
@@ -129,6 +132,20 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class Erasure(Base):
+    """A data subject erased from a use case, by pseudonym only; ingest drops their rows from then on."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    use_case: Mapped[str] = mapped_column(String(63), index=True)
+    subject: Mapped[str] = mapped_column(String(64), index=True, doc="Keyed pseudonym of the subject.")
+    requested_by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(1024))
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class PromotionRefusedError(RuntimeError):
     """A promotion or rollback the registry's rules forbid; the message says which rule."""
 
@@ -149,8 +166,14 @@ def upgrade(connection: Any) -> None:
 
 @lru_cache(maxsize=4)
 def engine(url: str | None = None) -> Engine:
-    """The platform DB engine, migrated to the newest schema on first use."""
-    created = sa_create_engine(url or get_settings().platform_db_url)
+    """The platform DB engine, migrated to the newest schema on first use.
+
+    Raises:
+        tls.InsecureConnectionError: TLS is required and the URL does not verify the server.
+    """
+    from pipelines import tls
+
+    created = sa_create_engine(tls.secured(url or get_settings().platform_db_url, "FALAJ_DATABASE_URL"))
     if created.dialect.name == "sqlite" and created.url.database:
         Path(created.url.database).parent.mkdir(parents=True, exist_ok=True)
     with created.begin() as connection:
@@ -207,6 +230,17 @@ def find_version(db: Session, use_case: str, number: int) -> ModelVersion:
     return version
 
 
+def versions_trained_on(db: Session, use_case: str, training_set_sha256s: set[str]) -> list[ModelVersion]:
+    return list(
+        db.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.use_case == use_case)
+            .where(ModelVersion.training_set_sha256.in_(sorted(training_set_sha256s)))
+            .order_by(ModelVersion.version)
+        )
+    )
+
+
 def latest_decision(db: Session, version: ModelVersion) -> GateDecision | None:
     return db.scalar(
         select(GateDecision)
@@ -220,6 +254,8 @@ def promote(db: Session, use_case: str, number: int, approver: str, reason: str)
     """Make a gated version the champion on a second person's approval; the old champion is archived."""
     version = find_version(db, use_case, number)
     _require_role(approver, "model.promote", version.tag)
+    if version.retrain_required:
+        raise PromotionRefusedError(f"{version.tag} must be retrained: {version.retrain_required}")
     decision = latest_decision(db, version)
     if decision is None or not decision.passed:
         why = decision.reason if decision else "it was never evaluated"

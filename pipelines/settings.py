@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         description="The event broker (Redis Streams) in the prod profile.",
     )
+    require_tls: bool | None = Field(
+        default=None,
+        description="Refuse connections without verified TLS; unset, on in prod and off in local.",
+    )
+    tls_ca_file: Path | None = Field(
+        default=None, description="The CA every TLS client verifies servers against; else the system's."
+    )
     storage_region: str = Field(
         default="ae-dubai-1", description="Region of this home's storage: lake, artifacts, platform DB."
     )
@@ -56,6 +63,11 @@ class Settings(BaseSettings):
     @property
     def platform_db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home.resolve() / 'platform.db'}"
+
+    @property
+    def tls_required(self) -> bool:
+        """Whether every socket must use TLS that verifies the server (pipelines/tls.py checks it)."""
+        return self.profile == "prod" if self.require_tls is None else self.require_tls
 
     @property
     def source_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """Model signing: a SHA-256 manifest of every file of a packaged model, signed (Ed25519).
 
 Packaging signs; packaging and serving verify against the public key they are given, never one that
-travels with the model, so a replaced model and a replaced signature are caught alike.
+travels with the model, so a replaced model and a replaced signature are caught alike. The model itself
+lies encrypted (``model.onnx.enc``); its digest is that of the plaintext, which is what gets served.
 """
 
 from __future__ import annotations
@@ -12,19 +13,37 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines import keys
+from pipelines import crypto, keys
 
 PURPOSE = "model-signing"
 SIGNATURE = "signature.json"
 MODEL_FILES = ("model.onnx", "manifest.json", "metrics.json")  # the model; the store's own files are not
+ENCRYPTED_FILES = ("model.onnx",)
 
 
 class ModelSignatureError(RuntimeError):
     """The model's files or signature do not verify; the message names what."""
 
 
+def stored_name(name: str) -> str:
+    """The file that holds ``name`` on disk: ``model.onnx.enc`` for the encrypted model."""
+    return crypto.sealed_path(Path(name)).name if name in ENCRYPTED_FILES else name
+
+
+def read_model_file(directory: Path, name: str) -> bytes:
+    """The plaintext of one of the model's files."""
+    if not (directory / stored_name(name)).exists():
+        raise ModelSignatureError(f"{directory}: {stored_name(name)} is missing")
+    if name not in ENCRYPTED_FILES:
+        return (directory / name).read_bytes()
+    try:
+        return crypto.unseal(directory / name)
+    except crypto.ArtifactTamperedError as bad:
+        raise ModelSignatureError(f"{directory}: {name} does not decrypt: {bad}") from None
+
+
 def _digests(directory: Path, names: tuple[str, ...] = MODEL_FILES) -> dict[str, str]:
-    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in names}
+    return {name: hashlib.sha256(read_model_file(directory, name)).hexdigest() for name in names}
 
 
 def _statement(files: dict[str, str]) -> bytes:
@@ -61,9 +80,7 @@ def verify_model(directory: Path, public_key_pem: bytes | None = None) -> None:
             f"{directory}: the signature covers {sorted(signed['files'])}, not the model"
         )
     for name, digest in sorted(signed["files"].items()):
-        if not (directory / name).exists():
-            raise ModelSignatureError(f"{directory}: signed file {name} is missing")
-        if hashlib.sha256((directory / name).read_bytes()).hexdigest() != digest:
+        if hashlib.sha256(read_model_file(directory, name)).hexdigest() != digest:
             raise ModelSignatureError(f"{directory}: {name} changed after signing")
     pem = public_key_pem or keys.public_key_path(PURPOSE).read_bytes()
     try:

@@ -190,6 +190,13 @@ class Processing(_Strict):
     data_subjects: list[str] = Field(min_length=1)
     recipients: list[str] = Field(min_length=1, description="Who receives the outputs (scores, reports).")
     retention_days: int = Field(gt=0, description="How long raw landings are kept before erasure.")
+    subject_key: str | None = Field(
+        default=None, description="The column that identifies a data subject; `falaj erase` finds them by it."
+    )
+    linked_keys: list[str] = Field(
+        default_factory=list,
+        description="Columns of a subject's rows that identify them too (their cards), erased with them.",
+    )
 
 
 class UseCaseSpec(_Strict):

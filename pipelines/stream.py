@@ -325,7 +325,9 @@ def open_broker(
         return EventLog(directory), SQLiteState(directory / "state.db")
     import redis
 
-    client = redis.Redis.from_url(settings.stream_redis_url)
+    from pipelines import tls
+
+    client = redis.Redis.from_url(tls.secured(settings.stream_redis_url, "FALAJ_STREAM_REDIS_URL"))
     stream = RedisStream(client, f"falaj:{use_case}:transactions", "falaj-features", consumer, claim_idle_ms)
     return stream, RedisState(client, f"falaj:{use_case}:velocity")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import lake
+from pipelines import audit, crypto, lake
 from pipelines.features import feature_store, read_validated
 from pipelines.spec import UseCaseSpec
 
@@ -132,8 +133,9 @@ def build_training_set(
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
     try:
-        joined.to_parquet(staging / "data.parquet", index=False)
-        digest = lake.sha256_file(staging / "data.parquet")
+        data = joined.to_parquet(index=False)
+        crypto.seal(staging / "data.parquet", data)  # encrypted at rest; its id is the plaintext's sha256
+        digest = hashlib.sha256(data).hexdigest()
         target = root / digest[:16]
         positives = int(joined[spec.label].sum())
         lake.write_json(
@@ -156,6 +158,15 @@ def build_training_set(
             staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    audit.emit(
+        "features.export",
+        f"{spec.name}:training_set:{target.name}",
+        details={
+            "feature_service": spec.feature_service,
+            "rows": len(joined),
+            "window": [start.isoformat(), end.isoformat()],
+        },
+    )
     if make_current:
         point_current_at(target)
     log.info("training set %s: %d rows, %d positives", target.name, len(joined), positives)

@@ -73,6 +73,8 @@ def profile(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("FALAJ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FALAJ_PROFILE", request.param)
     monkeypatch.setenv("FALAJ_USER", "data-engineer")  # prod has no default identity
+    # The shared servers on :5432 and :6379 are plaintext; test_tls.py runs prod over verified TLS.
+    monkeypatch.setenv("FALAJ_REQUIRE_TLS", "false")
     database = f"falaj_feast_{uuid.uuid4().hex[:10]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipelines import crypto
 from pipelines.features import EPOCH, build_feature_tables, feature_store, materialize
 from pipelines.ingest import ingest
 from pipelines.settings import get_settings
@@ -128,7 +130,7 @@ def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, A
     store = feature_store()
     service = store.get_feature_service(loaded["spec"].feature_service)
     reference = build_training_set(loaded["spec"], loaded["start"] + timedelta(days=10), loaded["end"])
-    row = pd.read_parquet(Path(reference.uri) / "data.parquet").iloc[-1]
+    row = pd.read_parquet(io.BytesIO(crypto.unseal(Path(reference.uri) / "data.parquet"))).iloc[-1]
     online = store.get_online_features(
         features=service,
         entity_rows=[

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -12,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import lake
+from pipelines import crypto, lake
 from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration
@@ -55,13 +57,12 @@ def train(training_set: Path, output: Path, seed: int) -> Path:
 def shuffled_copy(training_set: Path, target: Path) -> Path:
     """The same rows with the labels shuffled: a model trained on it has learned nothing."""
     target.mkdir(parents=True)
-    data = pd.read_parquet(training_set / "data.parquet")
+    data = pd.read_parquet(io.BytesIO(crypto.unseal(training_set / "data.parquet")))
     data["is_fraud"] = data["is_fraud"].sample(frac=1.0, random_state=3).to_numpy()
-    data.to_parquet(target / "data.parquet", index=False)
+    shuffled = data.to_parquet(index=False)
+    crypto.seal(target / "data.parquet", shuffled)
     manifest = lake.read_json(training_set / "manifest.json")
-    lake.write_json(
-        target / "manifest.json", {**manifest, "sha256": lake.sha256_file(target / "data.parquet")}
-    )
+    lake.write_json(target / "manifest.json", {**manifest, "sha256": hashlib.sha256(shuffled).hexdigest()})
     return target
 
 
@@ -75,7 +76,8 @@ def test_lineage_names_every_item_and_each_verifies(demo_run: dict[str, Any], pl
     assert record["training_set"]["cutoff"] == record["training_set"]["window"]["end"]
     assert record["bento_tag"] == demo_run["summary"]["bento_tag"]
     model_dir = Path(record["reference_profile"]["uri"]).parent
-    assert lake.sha256_file(model_dir / "model.onnx") == record["artifact"]["onnx_sha256"]
+    onnx_model = crypto.unseal(model_dir / "model.onnx")
+    assert hashlib.sha256(onnx_model).hexdigest() == record["artifact"]["onnx_sha256"]
     assert lake.sha256_file(Path(record["reference_profile"]["uri"])) == record["reference_profile"]["sha256"]
     profile = lake.read_json(Path(record["reference_profile"]["uri"]))
     assert set(profile["features"]) == set(record["features"]) and sum(

@@ -26,7 +26,7 @@ USERS = {
 ALLOWED = {
     "platform-admin": "*",
     "data-engineer": {"data.generate", "spec.check", "features.read", "features.materialize",
-                      "stream.consume", "stream.produce", "airflow.run"},
+                      "data.erase", "stream.consume", "stream.produce", "airflow.run"},
     "ml-engineer": {"spec.check", "features.read", "model.read", "model.train", "model.replay",
                     "airflow.run"},
     "approver": {"model.read", "model.promote", "model.rollback"},
@@ -34,8 +34,8 @@ ALLOWED = {
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
                 "model.read"},
 }  # fmt: skip
-ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate"}
-PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll", "keys.rotate"}
+ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate", "certs.dev"}
+PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll", "keys.rotate", "data.erase"}
 
 
 def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:

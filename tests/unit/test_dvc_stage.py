@@ -24,7 +24,8 @@ def test_dvc_stage_runs_the_training_entrypoint() -> None:
     stage = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]["train"]
     command = " ".join(stage["do"]["cmd"].split())
     assert command.startswith(
-        "python -m models.train --training-set .falaj/dvc/training_sets/${use_case} --family ${key}"
+        "FALAJ_HOME=.falaj/dvc-home python -m models.train"
+        " --training-set .falaj/dvc/training_sets/${use_case} --family ${key}"
     )
     assert "--output .falaj/dvc/models/${use_case}/${key}" in command
     assert stage["foreach"] == "${families}"

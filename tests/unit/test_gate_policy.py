@@ -217,13 +217,13 @@ def _tiny_onnx(path: Path, width: int = 3) -> Path:
 
 def test_onnx_latency_and_size_budgets_pass_and_fail(tmp_path: Path, labels: np.ndarray) -> None:
     # Given a tiny ONNX model whose input width is read from its declared shape
-    model = _tiny_onnx(tmp_path / "model.onnx")
-    size = model.stat().st_size
+    model = _tiny_onnx(tmp_path / "model.onnx").read_bytes()
+    size = len(model)
     scores = _scores(labels, 2.0, seed=1)
 
     def checks(latency_ms: float, max_bytes: int) -> dict[str, Check]:
         policy = GatePolicy(**FAST, max_latency_ms_p99=latency_ms, max_model_bytes=max_bytes)
-        return _by_name(check_policy(policy, labels, scores, None, onnx_path=model, latency_runs=50))
+        return _by_name(check_policy(policy, labels, scores, None, onnx_model=model, latency_runs=50))
 
     # When its budgets are generous, then both pass; when they are too tight, then both fail
     roomy = checks(1000.0, size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 from models import train
 from models.dataset import save_training_set
 from models.families import FAMILIES
+from pipelines import crypto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES = [f"f{i}" for i in range(8)]
@@ -66,10 +68,10 @@ def test_cli_trains_exports_and_records_everything(family, native, training_set,
         "--training-set", str(training_set), "--family", family, "--params", json.dumps(PARAMS[family]),
         "--output", output.as_uri(), "--seed", "7",
     )  # fmt: skip
-    # then it succeeds and writes the ONNX model, the native model, metrics and the manifest
+    # then it succeeds and writes the ONNX and native models, encrypted, the metrics and the manifest
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in output.iterdir()) == sorted(
-        ["model.onnx", native, "metrics.json", "manifest.json"]
+        ["model.onnx.enc", f"{native}.enc", "metrics.json", "manifest.json"]
     )
     manifest = json.loads((output / "manifest.json").read_text())
     metrics = json.loads((output / "metrics.json").read_text())
@@ -81,7 +83,7 @@ def test_cli_trains_exports_and_records_everything(family, native, training_set,
     assert (
         manifest["training_set_sha256"] == json.loads((training_set / "manifest.json").read_text())["sha256"]
     )
-    assert manifest["onnx_sha256"] == hashlib.sha256((output / "model.onnx").read_bytes()).hexdigest()
+    assert manifest["onnx_sha256"] == hashlib.sha256(crypto.unseal(output / "model.onnx")).hexdigest()
     assert manifest["onnx_inputs"] == ["input"]
     assert "probabilities" in manifest["onnx_outputs"]
     assert manifest["parity"]["passed"] is True
@@ -107,19 +109,34 @@ def test_cli_trains_exports_and_records_everything(family, native, training_set,
     assert "onnx parity" in done.stderr
 
 
-def test_tampered_training_set_is_refused_with_exit_2(tmp_path):
-    # given a training set whose data.parquet changed after its manifest was written
-    training_set = write_training_set(tmp_path / "ts", n=300)
-    frame = pd.read_parquet(training_set / "data.parquet")
+def _rewrite_data(training_set: Path) -> None:
+    frame = pd.read_parquet(io.BytesIO(crypto.unseal(training_set / "data.parquet")))
     frame.loc[0, "f0"] = 99.0
-    frame.to_parquet(training_set / "data.parquet", index=False)
+    crypto.seal(training_set / "data.parquet", frame.to_parquet(index=False))
+
+
+def _flip_a_ciphertext_byte(training_set: Path) -> None:
+    sealed = crypto.sealed_path(training_set / "data.parquet")
+    blob = bytearray(sealed.read_bytes())
+    blob[-100] ^= 0x01
+    sealed.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [(_rewrite_data, "sha256"), (_flip_a_ciphertext_byte, "does not authenticate")],
+)
+def test_tampered_training_set_is_refused_with_exit_2(tamper, message, tmp_path):
+    # given a training set re-encrypted with other data, or with one ciphertext byte flipped
+    training_set = write_training_set(tmp_path / "ts", n=300)
+    tamper(training_set)
     # when training on it
     done = run_cli(
         "--training-set", str(training_set), "--family", "lightgbm", "--output", str(tmp_path / "out")
     )
     # then it refuses on one line, without a traceback, and writes nothing
     assert done.returncode == 2
-    assert "sha256" in done.stderr
+    assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
@@ -177,9 +194,9 @@ def test_parity_failure_deletes_the_onnx_model_and_exits_3(training_set, tmp_pat
     argv = ["--training-set", str(training_set), "--family", "lightgbm", "--output", str(output)]
     argv += ["--params", json.dumps(PARAMS["lightgbm"])]
     code = train.main(argv)
-    # then exit 3, model.onnx is gone, and the manifest records the failed parity
+    # then exit 3, no model.onnx is kept, and the manifest records the failed parity
     assert code == 3
-    assert not (output / "model.onnx").exists()
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "metrics.json", "model.txt.enc"]
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["parity"]["passed"] is False
     assert manifest["parity"]["max_abs_diff"] > 1e-3

@@ -6,6 +6,8 @@ below are worked out by hand from the transactions, not taken from a run.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import lake
+from pipelines import crypto, lake
 from pipelines.features import apply_definitions, build_feature_tables
 from pipelines.spec import UseCaseSpec
 from pipelines.training_set import build_training_set
@@ -92,7 +94,7 @@ def training_set(falaj_home: Path, fraud_spec: UseCaseSpec) -> pd.DataFrame:
     build_feature_tables(fraud_spec)
     apply_definitions()
     ref = build_training_set(fraud_spec, at(0), at(24))
-    data = pd.read_parquet(Path(ref.uri) / "data.parquet")
+    data = pd.read_parquet(io.BytesIO(crypto.unseal(Path(ref.uri) / "data.parquet")))
     return data.set_index("transaction_id")
 
 
@@ -140,7 +142,9 @@ def test_every_event_of_the_window_is_a_row_and_the_hash_is_recorded(
     assert sorted(training_set.index) == ["T1", "T2", "T3", "T4", "T6"]
     manifests = list((falaj_home / "lake" / "training_sets" / "fraud").glob("*/manifest.json"))
     manifest = lake.read_json(manifests[0])
-    assert manifest["sha256"] == lake.sha256_file(manifests[0].parent / "data.parquet")
+    assert (
+        manifest["sha256"] == hashlib.sha256(crypto.unseal(manifests[0].parent / "data.parquet")).hexdigest()
+    )
 
 
 def test_merchant_activity_is_joined_as_of_the_event(training_set: pd.DataFrame) -> None:
@@ -160,3 +164,16 @@ def test_card_velocity_is_joined_and_expires_after_a_day(training_set: pd.DataFr
     assert (t4.card_txn_count_1h, t4.card_spend_1h_aed) == (3, 1300.0)
     # C0000002's card was last used 40 days before T6: past the one-day TTL, so missing.
     assert np.isnan(t6.card_txn_count_1h)
+
+
+def test_building_a_training_set_is_audited_as_a_feature_export(
+    training_set: pd.DataFrame, falaj_home: Path
+) -> None:
+    from pipelines import audit, registry
+
+    with registry.session() as db:
+        [event] = [e for e in audit.load(db) if e["action"] == "features.export"]
+    sets = falaj_home / "lake" / "training_sets" / "fraud"
+    [directory] = [path for path in sets.iterdir() if not path.is_symlink()]
+    assert event["resource"] == f"fraud:training_set:{directory.name}"
+    assert event["details"]["rows"] == len(training_set) and event["details"]["feature_service"] == "fraud_v2"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import keys, signing
+from pipelines import crypto, keys, signing
 
 
 @pytest.fixture
 def model(falaj_home: Path, tmp_path: Path) -> Path:
     directory = tmp_path / "model"
     directory.mkdir()
-    (directory / "model.onnx").write_bytes(b"\x08\x07onnx-bytes")
+    crypto.seal(directory / "model.onnx", b"\x08\x07onnx-bytes")
     (directory / "manifest.json").write_text('{"family": "lightgbm"}')
     (directory / "metrics.json").write_text('{"pr_auc": 0.9}')
     signing.sign_model(directory)
@@ -27,8 +27,24 @@ def test_a_signed_model_verifies(model: Path) -> None:
 
 
 def test_a_changed_file_is_refused(model: Path) -> None:
-    (model / "model.onnx").write_bytes(b"\x08\x07onnx-bytez")
+    crypto.seal(model / "model.onnx", b"\x08\x07onnx-bytez")  # validly encrypted, but not what was signed
     with pytest.raises(signing.ModelSignatureError, match=r"model\.onnx changed after signing"):
+        signing.verify_model(model)
+
+
+def test_a_model_whose_ciphertext_was_altered_is_refused(model: Path) -> None:
+    sealed = model / "model.onnx.enc"
+    blob = bytearray(sealed.read_bytes())
+    blob[-1] ^= 0x01
+    sealed.write_bytes(bytes(blob))
+    with pytest.raises(signing.ModelSignatureError, match=r"model\.onnx does not decrypt"):
+        signing.verify_model(model)
+
+
+def test_a_plaintext_model_in_place_of_the_encrypted_one_is_refused(model: Path) -> None:
+    (model / "model.onnx.enc").unlink()
+    (model / "model.onnx").write_bytes(b"\x08\x07onnx-bytes")
+    with pytest.raises(signing.ModelSignatureError, match=r"model\.onnx\.enc is missing"):
         signing.verify_model(model)
 
 
@@ -42,7 +58,7 @@ def test_a_signature_from_another_key_is_refused(model: Path, tmp_path: Path) ->
     signed = json.loads((model / signing.SIGNATURE).read_text())
     other = tmp_path / "other"
     other.mkdir()
-    for name in signing.MODEL_FILES:
+    for name in map(signing.stored_name, signing.MODEL_FILES):
         (other / name).write_bytes((model / name).read_bytes())
     (other / signing.SIGNATURE).write_text(json.dumps(signed))
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
