@@ -517,7 +517,7 @@ def certs_dev(out: Path | None, hosts: tuple[str, ...], force: bool) -> None:
 
 @main.group("keys")
 def keys_group() -> None:
-    """The master keys that wrap the data keys of encrypted artifacts."""
+    """Key rotation: the master keys that wrap artifacts' data keys, and Airflow's Fernet key."""
 
 
 @keys_group.command("rotate")
