@@ -1,21 +1,29 @@
-"""The CPU scoring service: online features from Feast, the champion's ONNX session, one answer."""
+"""The CPU scoring service: the models the registry names, online features from Feast, one answer.
+
+Routes (each needs the policy's action, see ``bento/guard.py``): ``/v1/score`` (a transaction; online
+features), ``/v1/score/batch`` (up to 1,000), ``/v1/score/features`` (the caller sends the feature
+vector), ``/v1/admin/plan`` and ``/v1/admin/reload``. Every answer says which model and experiment arm
+produced it; every prediction is logged off the request path.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import gc
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound, UnprocessableEntity
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines import signing
+from bento.guard import Guard
 from pipelines.freshness import StaleFeaturesError, apply_policy
+from pipelines.rollout import ModelRef
+from pipelines.serving import LoadedModel, Serving, Snapshot, prediction_row
+
+HOT_ROUTES = ["/v1/score", "/v1/score/batch", "/v1/score/features"]
 
 
 class BuildArgs(BaseModel):
@@ -42,12 +50,24 @@ class Transaction(BaseModel):
     )
 
 
+class FeatureVector(BaseModel):
+    """A transaction whose features the caller computed: every feature of the serving model, by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=64, description="The unit experiments assign by.")
+    features: dict[str, float | None] = Field(description="Feature name -> value; null for missing.")
+
+
 class Score(BaseModel):
     transaction_id: str
     score: float = Field(description="Probability of fraud.")
     threshold: float
     decision: Literal["review", "approve"]
     model_version: str
+    arm: Literal["champion", "challenger"]
+    experiment_id: int | None
     feature_freshness_seconds: dict[str, float | None] = Field(
         description="Per feature view: how old the online features were at the transaction's time."
     )
@@ -56,40 +76,64 @@ class Score(BaseModel):
     latency_ms: float
 
 
-@bentoml.service(name="falaj-scorer", traffic={"timeout": 10})
+class Plan(BaseModel):
+    use_case: str
+    champion: str
+    challenger: str | None
+    mode: str
+    challenger_share: float
+    experiment_id: int | None
+    revision: int
+    problems: list[str] = Field(description="Models refused at load; the last good model kept serving.")
+
+
+class Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@bentoml.service(
+    name="falaj-scorer",
+    workers=2,  # one per core of the small box this is sized for (bench/serving.py)
+    traffic={"timeout": 10, "max_concurrency": 256},
+    logging={"access": {"enabled": False}},  # every prediction is logged already, off the request path
+    tracing={"excluded_urls": HOT_ROUTES},  # per-request spans cost more than the scoring itself
+)
 class Scorer:
-    model = bentoml.models.BentoModel(ARGS.model_tag)
+    # The champion at build time: served alone if the registry cannot be read when the server starts.
+    packaged = bentoml.models.BentoModel(ARGS.model_tag)
 
     def __init__(self) -> None:
-        import onnxruntime as ort
-
         from pipelines.features import feature_store
+        from pipelines.predictions import prediction_writer
         from pipelines.spec import load_spec
 
         self.spec = load_spec(ARGS.use_case)
-        root = Path(self.model.path)
-        manifest = json.loads((root / "manifest.json").read_text())
-        signing.verify_model(root)  # raises ModelSignatureError: an unsigned or altered model never serves
-        model = signing.read_model_file(root, "model.onnx")  # decrypted in memory only
-        expected = self.model.info.metadata["onnx_sha256"]
-        if hashlib.sha256(model).hexdigest() != expected or manifest["onnx_sha256"] != expected:
-            raise RuntimeError(
-                f"{self.model.tag}: model.onnx does not match its recorded sha256; refusing to serve"
+        self.threshold = self.spec.serving.threshold
+        self.serving = Serving(ARGS.use_case)
+        info = self.packaged.info
+        self.serving.start(
+            ModelRef(
+                version=int(info.labels["registry_version"]),
+                tag=f"{ARGS.use_case}:v{info.labels['registry_version']}",
+                artifact_uri=self.packaged.path,
+                onnx_sha256=info.metadata["onnx_sha256"],
+                features=tuple(info.metadata["features"]),
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # single rows: threads cost more than they give
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.features: list[str] = list(manifest["features"])
-        self.version = f"{ARGS.use_case}:v{self.model.info.labels['registry_version']}"
+        )
+        self.log = prediction_writer()
         self.freshness = self.spec.serving.freshness[self.spec.feature_service]
         self.store = feature_store()
-        self.service = self.store.get_feature_service(self.spec.feature_service)
+        self.feature_service = self.store.get_feature_service(self.spec.feature_service)
         self.view_of = {
             feature.name: projection.name
-            for projection in self.service.feature_view_projections
+            for projection in self.feature_service.feature_view_projections
             for feature in projection.features
         }
+        gc.collect()
+        gc.freeze()  # the start-up heap stays out of every later collection's scan
+
+    def __is_ready__(self) -> bool:
+        return self.serving.snapshot is not None
 
     def _online(self, txn: Transaction, at: datetime) -> dict[str, Any]:
         row = {
@@ -100,41 +144,189 @@ class Scorer:
             "channel": txn.channel,
             "request_unix": at.timestamp(),
         }
-        response = self.store.get_online_features(features=self.service, entity_rows=[row])
+        response = self.store.get_online_features(features=self.feature_service, entity_rows=[row])
         return {name: values[0] for name, values in response.to_dict(include_event_timestamps=True).items()}
 
-    @bentoml.api(route="/v1/score")
-    def score(self, transaction: Transaction) -> Score:
-        """Score one transaction with the champion model."""
-        started = time.perf_counter()
-        at = (transaction.event_timestamp or datetime.now(UTC)).astimezone(UTC)
-        online = self._online(transaction, at)
+    def _features(self, txn: Transaction) -> tuple[dict[str, Any], dict[str, float | None], Any]:
+        at = (txn.event_timestamp or datetime.now(UTC)).astimezone(UTC)
+        online = self._online(txn, at)
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("credit_limit_aed", "birth_year")):
-            raise NotFound(f"no features for customer_id '{transaction.customer_id}'")
+            raise NotFound(f"no features for customer_id '{txn.customer_id}'")
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("mcc", "merchant_is_online")):
-            raise NotFound(f"no features for merchant_id '{transaction.merchant_id}'")
+            raise NotFound(f"no features for merchant_id '{txn.merchant_id}'")
         ages: dict[str, float | None] = {}
         for feature, view in self.view_of.items():
             stamp = online.get(f"{feature}__ts")
             if stamp:  # on-demand features carry no timestamp: they are computed now
                 age = at.timestamp() - float(stamp)
                 ages[view] = min(age, ages.get(view) or age)
-        values = {feature: online.get(feature) for feature in self.features}
+        values = {feature: online.get(feature) for feature in self.view_of}
         try:
             fresh = apply_policy(values, ages, self.view_of, self.freshness)
         except StaleFeaturesError as stale:
             raise UnprocessableEntity(str(stale)) from None
-        vector = np.array([[fresh.values[f] for f in self.features]], dtype=np.float32)
-        probability = float(self.session.run(["probabilities"], {"input": vector})[0][0, 1])
-        threshold = self.spec.serving.threshold
+        return fresh.values, ages, fresh
+
+    def _score(
+        self,
+        transaction_id: str,
+        unit_id: str,
+        values: dict[str, Any],
+        ages: dict[str, float | None],
+        degraded: bool,
+        stale_views: tuple[str, ...],
+        started: float,
+    ) -> Score:
+        snapshot = self.serving.snapshot
+        assert snapshot is not None  # __is_ready__ holds requests until a champion has loaded
+        arm, model, shadow = snapshot.route(unit_id)
+        try:
+            probability = _probability(model, values)
+        except Exception as failed:
+            if arm == "champion":
+                raise
+            self.serving.record(arm, False, started)
+            self._log(snapshot, transaction_id, unit_id, arm, model, values, started, error=str(failed)[:255])
+            arm, model = "champion", snapshot.champion
+            probability = _probability(model, values)
+        else:
+            self.serving.record(arm, True, started)
+        decision = "review" if probability >= self.threshold else "approve"
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._log(snapshot, transaction_id, unit_id, arm, model, values, started, score=probability,
+                  decision=decision, degraded=degraded, freshness=ages)  # fmt: skip
+        if shadow is not None:
+            self.serving.shadows.submit(self._shadow, snapshot, shadow, transaction_id, unit_id, values)
         return Score(
-            transaction_id=transaction.transaction_id,
+            transaction_id=transaction_id,
             score=round(probability, 6),
-            threshold=threshold,
-            decision="review" if probability >= threshold else "approve",
-            model_version=self.version,
+            threshold=self.threshold,
+            decision=decision,
+            model_version=model.ref.tag,
+            arm=arm,
+            experiment_id=snapshot.plan.experiment_id if snapshot.plan.mode != "none" else None,
             feature_freshness_seconds=ages,
-            degraded=fresh.degraded,
-            stale_views=list(fresh.stale_views),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            degraded=degraded,
+            stale_views=list(stale_views),
+            latency_ms=latency_ms,
         )
+
+    def _shadow(
+        self,
+        snapshot: Snapshot,
+        model: LoadedModel,
+        transaction_id: str,
+        unit_id: str,
+        values: dict[str, Any],
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            probability = _probability(model, values)
+        except Exception as failed:
+            self._log(snapshot, transaction_id, unit_id, "challenger", model, values, started, shadow=True,
+                      error=str(failed)[:255])  # fmt: skip
+            return
+        decision = "review" if probability >= self.threshold else "approve"
+        self._log(snapshot, transaction_id, unit_id, "challenger", model, values, started, shadow=True,
+                  score=probability, decision=decision)  # fmt: skip
+
+    def _log(
+        self,
+        snapshot: Snapshot,
+        transaction_id: str,
+        unit_id: str,
+        arm: str,
+        model: LoadedModel,
+        values: dict[str, Any],
+        started: float,
+        **fields: Any,
+    ) -> None:
+        row = prediction_row(
+            self.spec.name,
+            transaction_id,
+            self.serving.unit(unit_id),
+            arm,
+            model,
+            snapshot.plan,
+            threshold=self.threshold,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            features={name: values.get(name) for name in model.ref.features},
+            **{"score": None, "decision": None, **fields},
+        )
+        self.log.put(row)
+
+    def _score_transaction(self, transaction: Transaction) -> Score:
+        started = time.perf_counter()
+        values, ages, fresh = self._features(transaction)
+        return self._score(
+            transaction.transaction_id, transaction.customer_id, values, ages, fresh.degraded,
+            fresh.stale_views, started,
+        )  # fmt: skip
+
+    @bentoml.api(route="/v1/score")
+    def score(self, transaction: Transaction) -> Score:
+        """Score one transaction on the online features of its customer, card and merchant."""
+        return self._score_transaction(transaction)
+
+    @bentoml.api(route="/v1/score/batch")
+    def score_batch(
+        self, transactions: Annotated[list[Transaction], Field(min_length=1, max_length=1000)]
+    ) -> list[Score]:
+        """Score up to 1,000 transactions; each answer as ``/v1/score`` gives it."""
+        # Not self.score: BentoML turns a call of another API into a client request.
+        return [self._score_transaction(transaction) for transaction in transactions]
+
+    @bentoml.api(route="/v1/score/features")
+    async def score_features(self, request: FeatureVector) -> Score:
+        """Score a feature vector the caller computed (no online fetch): the fastest path."""
+        started = time.perf_counter()
+        snapshot = self.serving.snapshot
+        assert snapshot is not None
+        needed = set(snapshot.champion.ref.features)
+        missing = sorted(needed - set(request.features))
+        if missing:
+            raise UnprocessableEntity(f"features missing: {', '.join(missing)}")
+        return self._score(
+            request.transaction_id, request.customer_id, request.features, {}, False, (), started
+        )
+
+    @bentoml.api(route="/v1/admin/plan")
+    def plan(self, request: Empty) -> Plan:
+        """What is served now: champion, experiment, and any model refused at load."""
+        return self._plan()
+
+    def _plan(self) -> Plan:
+        snapshot = self.serving.snapshot
+        assert snapshot is not None
+        plan = snapshot.plan
+        return Plan(
+            use_case=plan.use_case,
+            champion=snapshot.champion.ref.tag,
+            challenger=snapshot.challenger.ref.tag if snapshot.challenger else None,
+            mode=plan.mode,
+            challenger_share=plan.challenger_share,
+            experiment_id=plan.experiment_id,
+            revision=plan.revision,
+            problems=list(self.serving.problems),
+        )
+
+    @bentoml.api(route="/v1/admin/reload")
+    def reload(self, request: Empty) -> Plan:
+        """Read the registry's plan now instead of at the next poll."""
+        self.serving.refresh()
+        return self._plan()
+
+
+def _probability(model: LoadedModel, values: dict[str, Any]) -> float:
+    vector = np.array([[_number(values.get(name)) for name in model.ref.features]], dtype=np.float32)
+    probability = float(model.probabilities(vector)[0])
+    if not np.isfinite(probability):
+        raise ValueError(f"{model.ref.tag} returned {probability}")
+    return probability
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+Scorer.add_asgi_middleware(Guard, resource=ARGS.use_case)

@@ -105,7 +105,7 @@ def emit(action: str, resource: str, **fields: Any) -> None:
     except SQLAlchemyError as failed:
         _spool(event)
         logging.getLogger(__name__).error("audit log unreachable, event spooled: %s", failed)
-        _alert(f"audit log unreachable: {failed}"[:500])
+        alert(f"audit log unreachable: {failed}"[:500])
 
 
 def _spool_path() -> Any:
@@ -128,7 +128,7 @@ def _drain_spool() -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _alert(message: str) -> None:
+def alert(message: str) -> None:
     url = get_settings().alert_webhook_url
     if not url:
         return

@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pipelines.cli_guard import guarded
 from pipelines.settings import get_settings
-
-
-def guarded(action: str, resource: Callable[[dict[str, Any]], str] | str = "*") -> Callable[[Any], Any]:
-    """Check the caller's role for ``action`` on ``resource`` before the command runs; privileged
-    actions get an ``--otp`` option for the second factor. Denials are audited."""
-
-    def wrap(command: Callable[..., Any]) -> Any:
-        from pipelines import authz
-
-        @functools.wraps(command)
-        def run(**arguments: Any) -> Any:
-            from pipelines import audit, tls
-
-            otp = arguments.pop("otp", None)
-            target = resource(arguments) if callable(resource) else resource
-            user = os.environ.get("FALAJ_USER", "unidentified")
-            try:
-                user = authz.current_user()
-                authz.require(user, action, target, otp)
-            except authz.AccessDeniedError as denied:
-                audit.emit(action, target, actor=user, outcome="denied", reason=str(denied))
-                raise click.ClickException(str(denied)) from None
-            try:
-                return command(**arguments)
-            except tls.InsecureConnectionError as insecure:
-                raise click.ClickException(str(insecure)) from None
-
-        run.falaj_action = action  # type: ignore[attr-defined]
-        if action in authz.policy()["privileged"]:
-            run = click.option("--otp", default=None, help="TOTP code: this action needs a second factor.")(
-                run
-            )
-        return run
-
-    return wrap
 
 
 @click.group()
@@ -643,7 +607,6 @@ def _is_number(value: Any) -> bool:
 @guarded("airflow.run")
 def airflow(args: tuple[str, ...]) -> None:
     """Run an `airflow` command against this platform's DAGs and its SQLite metadata (e.g. `standalone`)."""
-    import os
 
     from pipelines.airflow_cli import airflow_bin, airflow_env, migrate
 
@@ -836,3 +799,13 @@ def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
     broker, _ = open_broker(use_case, consumer="producer")
     published = sum(broker.publish(source_events(path)) for path in day_files)
     click.echo(f"published {published} events")
+
+
+def _register_serving_commands() -> None:
+    from pipelines.cli_serving import rollout_group, serve, serving_group
+
+    for command in (rollout_group, serving_group, serve):
+        main.add_command(command)
+
+
+_register_serving_commands()

@@ -143,11 +143,26 @@ def demo_transactions(use_case: str) -> list[dict[str, Any]]:
     return rows
 
 
+def consumer_api_key() -> str:
+    """The demo consumer's API key (user ``scoring-client``), made once, kept owner-only in the home."""
+    import os
+
+    from pipelines.serving_auth import create_api_key
+
+    path = get_settings().secrets_dir / "scoring-client.api-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(create_api_key("scoring-client"))
+    return path.read_text().strip()
+
+
 def score_over_http(url: str, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import httpx
 
     results = []
-    with httpx.Client(base_url=url, timeout=30) as client:
+    headers = {"X-API-Key": consumer_api_key()}
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for transaction in transactions:
             response = client.post("/v1/score", json={"transaction": transaction})
             response.raise_for_status()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import audit, crypto, lake, registry
+from pipelines import audit, crypto, lake, registry, signing
 from pipelines.gate_policy import Check, check_policy, metric_value, summary
 from pipelines.gate_policy import passed as policy_passed
 from pipelines.reference_profile import write_reference_profile
@@ -206,6 +206,7 @@ def register(
     )
     db.add(version)
     db.flush()
+    signing.sign_model(model_dir)  # what the registry names, servers verify before loading
     audit.record(
         db,
         "model.register",

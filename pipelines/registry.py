@@ -11,7 +11,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -144,6 +155,66 @@ class Erasure(Base):
     reason: Mapped[str] = mapped_column(String(1024))
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Experiment(Base):
+    """A live rollout of a challenger next to the champion: an A/B split, a shadow copy or a canary.
+
+    ``pipelines/rollout.py`` owns the rules; ``revision`` grows on every change, so a server notices one
+    cheaply.
+    """
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    use_case: Mapped[str] = mapped_column(String(63), index=True)
+    mode: Mapped[str] = mapped_column(String(16), doc="ab, shadow or canary.")
+    challenger_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    champion_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), doc="The champion at start.")
+    challenger_share: Mapped[float] = mapped_column(
+        Float, doc="A/B: the weight; canary: the current step's share; shadow: 0 (it is never returned)."
+    )
+    steps: Mapped[list[float]] = mapped_column(JSON, default=list, doc="Canary shares, strictly increasing.")
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    budget: Mapped[dict[str, Any]] = mapped_column(doc="max_error_rate, max_p99_ms, min_requests per step.")
+    status: Mapped[str] = mapped_column(String(16), doc="active, ended or rolled_back.")
+    active_use_case: Mapped[str | None] = mapped_column(
+        String(63), unique=True, default=None, doc="The use case while active, else None: one active each."
+    )
+    started_by: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(1024))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    ended_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(1024), default=None)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Prediction(Base):
+    """One score served (or scored in shadow); written by ``pipelines.predictions``, off the request path."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_use_case_at", "use_case", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    use_case: Mapped[str] = mapped_column(String(63))
+    request_id: Mapped[str] = mapped_column(
+        String(64), index=True, doc="The transaction id: labels join on it."
+    )
+    unit: Mapped[str] = mapped_column(String(64), doc="Pseudonym of the unit the arm was assigned by.")
+    arm: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[int] = mapped_column(Integer)
+    experiment_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, doc="Scored on a copy; never returned.")
+    score: Mapped[float | None] = mapped_column(Float, doc="None when the model failed.")
+    decision: Mapped[str | None] = mapped_column(String(16))
+    threshold: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(String(255), default=None)
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    freshness: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class PromotionRefusedError(RuntimeError):

@@ -52,6 +52,24 @@ class Settings(BaseSettings):
         default=None, description="Where failed data-quality gates are posted as JSON alerts."
     )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The OIDC issuer (its `iss`) whose bearer tokens the scoring service accepts; "
+        "unset, it accepts API keys only.",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The `aud` a bearer token must carry: the scoring service's id there."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="The issuer's signing keys (JWKS); unset, read once from its openid-configuration.",
+    )
+    oidc_user_claim: str = Field(default="sub", description="The bearer token's claim that names the user.")
+    oidc_roles_claim: str = Field(
+        default="groups",
+        description="The bearer token's claim listing the user's groups (a dotted path for nested claims); "
+        "policies/rbac.yaml's oidc_roles maps them to roles.",
+    )
 
     @field_validator("home")
     @classmethod

@@ -78,8 +78,8 @@ def test_no_raw_pii_or_secret_past_ingest(demo_run: dict[str, Any], platform_hom
     needles = [value.encode() for value in raw_pii(platform_home / "source")]
     assert len(needles) > 1000
     for secret in (platform_home / "secrets").rglob("*"):
-        # Key material only: public keys, the current-key pointer and used-code markers are not secret.
-        if secret.is_file() and secret.suffix not in {".pub", ".last"} and secret.name != "current":
+        # Key material only: public keys, the current-key pointer, used-code markers and locks are not secret.
+        if secret.is_file() and secret.suffix not in {".pub", ".last", ".lock"} and secret.name != "current":
             key = secret.read_bytes()
             needles += [key, key.hex().encode()] if len(key) == 32 else [key.strip()]
     files = [
@@ -97,10 +97,12 @@ def test_no_raw_pii_or_secret_past_ingest(demo_run: dict[str, Any], platform_hom
 
 @pytest.fixture(scope="module")
 def server(demo_run: dict[str, Any]) -> Any:
-    from pipelines.demo import bento_server, free_port
+    """A client of the served Bento, authenticated as the demo's consumer."""
+    from pipelines.demo import bento_server, consumer_api_key, free_port
 
     with bento_server(demo_run["summary"]["bento_tag"], free_port()) as url:
-        yield url
+        with httpx.Client(base_url=url, headers={"X-API-Key": consumer_api_key()}, timeout=30) as client:
+            yield client
 
 
 def known_transaction(demo_run: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -121,31 +123,31 @@ def known_transaction(demo_run: dict[str, Any], **changes: Any) -> dict[str, Any
     ],
 )
 def test_bad_input_gets_a_4xx_with_the_reason(
-    server: str, demo_run: dict[str, Any], changes: dict[str, Any], status: int, reason: str
+    server: httpx.Client, demo_run: dict[str, Any], changes: dict[str, Any], status: int, reason: str
 ) -> None:
-    response = httpx.post(f"{server}/v1/score", json={"transaction": known_transaction(demo_run, **changes)})
+    response = server.post("/v1/score", json={"transaction": known_transaction(demo_run, **changes)})
     assert response.status_code == status
     assert reason in response.text
 
 
-def test_non_json_bodies_are_refused(server: str) -> None:
+def test_non_json_bodies_are_refused(server: httpx.Client) -> None:
     assert (
-        httpx.post(
-            f"{server}/v1/score", content=b"not json", headers={"content-type": "application/json"}
+        server.post(
+            "/v1/score", content=b"not json", headers={"content-type": "application/json"}
         ).status_code
         == 400
     )
-    pickled = httpx.post(
-        f"{server}/v1/score",
+    pickled = server.post(
+        "/v1/score",
         content=b"\x80\x04N.",
         headers={"content-type": "application/vnd.bentoml+pickle"},
     )
     assert pickled.status_code == 415
 
 
-def test_scoring_is_deterministic(server: str, demo_run: dict[str, Any]) -> None:
+def test_scoring_is_deterministic(server: httpx.Client, demo_run: dict[str, Any]) -> None:
     payload = {"transaction": known_transaction(demo_run)}
-    first, second = (httpx.post(f"{server}/v1/score", json=payload).json() for _ in range(2))
+    first, second = (server.post("/v1/score", json=payload).json() for _ in range(2))
     assert first["score"] == second["score"] == demo_run["summary"]["scores"][0]["score"]
 
 
@@ -192,11 +194,11 @@ def test_corrupted_partition_stops_at_validation(
     assert "column 'amount_aed'" in alerts[0]["reason"] and f"partition={day}" in alerts[0]["reason"]
 
 
-def test_stale_behaviour_is_degraded_per_the_spec(server: str, demo_run: dict[str, Any]) -> None:
+def test_stale_behaviour_is_degraded_per_the_spec(server: httpx.Client, demo_run: dict[str, Any]) -> None:
     """The service's policy: behaviour older than 48 h is scored as missing, and the answer says so."""
-    fresh = httpx.post(f"{server}/v1/score", json={"transaction": known_transaction(demo_run)}).json()
+    fresh = server.post("/v1/score", json={"transaction": known_transaction(demo_run)}).json()
     assert fresh["degraded"] is False and fresh["stale_views"] == []
     late = known_transaction(demo_run, event_timestamp="2026-11-20T12:00:00+00:00")
-    stale = httpx.post(f"{server}/v1/score", json={"transaction": late}).json()
+    stale = server.post("/v1/score", json={"transaction": late}).json()
     assert stale["degraded"] is True and stale["stale_views"] == ["customer_behaviour"]
     assert stale["feature_freshness_seconds"]["customer_behaviour"] > 48 * 3600

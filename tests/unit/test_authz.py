@@ -21,6 +21,7 @@ USERS = {
     "approver": "risk-officer",
     "consumer": "scoring-client",
     "auditor": "auditor",
+    "scoring-service": "falaj-scorer",
 }
 # The expected matrix, written out by hand: what each role may do. Anything else is denied.
 ALLOWED = {
@@ -29,13 +30,23 @@ ALLOWED = {
                       "data.erase", "stream.consume", "stream.produce", "airflow.run"},
     "ml-engineer": {"spec.check", "features.read", "model.read", "model.train", "model.replay",
                     "airflow.run"},
-    "approver": {"model.read", "model.promote", "model.rollback"},
+    "approver": {"model.read", "model.promote", "model.rollback", "model.experiment"},
     "consumer": {"endpoint.score"},
+    "scoring-service": {"model.read", "model.experiment"},
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
                 "model.read"},
 }  # fmt: skip
-ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate", "certs.dev"}
-PRIVILEGED = {"model.promote", "model.rollback", "audit.export", "auth.enroll", "keys.rotate", "data.erase"}
+ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate", "certs.dev", "endpoint.keys", "endpoint.serve"}
+PRIVILEGED = {
+    "model.promote",
+    "model.rollback",
+    "model.experiment",
+    "audit.export",
+    "auth.enroll",
+    "keys.rotate",
+    "data.erase",
+    "endpoint.keys",
+}
 
 
 def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
@@ -51,7 +62,8 @@ def leaf_commands(group: click.Group, prefix: str = "") -> dict[str, click.Comma
 
 COMMANDS = leaf_commands(main)
 ACTIONS = {getattr(command.callback, "falaj_action", None) for command in COMMANDS.values()} | {
-    "endpoint.score"
+    "endpoint.score",
+    "endpoint.admin",
 }
 
 

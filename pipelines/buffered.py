@@ -1,0 +1,138 @@
+"""Writes off the hot path: callers hand rows to a queue; a background thread writes them in batches.
+
+``put`` never waits on a database. When the store is unreachable, batches go to an append-only spool
+file (fsynced) and an alert is raised once per outage; the next successful write drains the spool
+first, in order, so nothing is lost. A full queue spills to the same spool rather than blocking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+class BufferedWriter:
+    """A daemon thread that calls ``write(rows)`` with batches of what ``put`` was given.
+
+    Args:
+        name: For logs and the thread's name.
+        write: Writes one batch in one transaction; raises if the store is unreachable.
+        spool: JSON Lines file that holds batches ``write`` could not take yet.
+        alert: Called with a message when the store becomes unreachable (once per outage).
+        max_batch: Rows per ``write`` call.
+        interval_s: How long a partial batch may wait.
+        capacity: Rows the queue holds before ``put`` spills to the spool.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list[Row]], None],
+        spool: Path,
+        alert: Callable[[str], None] | None = None,
+        *,
+        max_batch: int = 500,
+        interval_s: float = 0.2,
+        capacity: int = 100_000,
+    ) -> None:
+        self.name, self.write, self.spool, self.alert = name, write, spool, alert
+        self.max_batch, self.interval_s = max_batch, interval_s
+        self.rows: queue.Queue[Row] = queue.Queue(maxsize=capacity)
+        self.spool_lock = threading.Lock()
+        self.failing = False
+        self.written = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"falaj-{name}-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, row: Row) -> None:
+        try:
+            self.rows.put_nowait(row)
+        except queue.Full:
+            self._to_spool([row])
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every row put so far was written (or spooled); True if the queue emptied in time."""
+        deadline = time.monotonic() + timeout_s
+        while (self.rows.unfinished_tasks or self._spooled()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.rows.unfinished_tasks and not self._spooled()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.flush(timeout_s)
+        self.stopping.set()
+        self.thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            batch = self._next_batch()
+            if not batch and not self._spooled():
+                continue
+            try:
+                self._write_spool_first(batch)
+            except Exception as error:
+                self._to_spool(batch)
+                if not self.failing:
+                    self.failing = True
+                    message = f"{self.name} store unreachable, spooling to {self.spool}: {error}"
+                    log.error(message)
+                    if self.alert is not None:
+                        self.alert(message)
+                self.stopping.wait(1.0)
+            else:
+                self.failing = False
+            finally:
+                for _ in batch:
+                    self.rows.task_done()
+
+    def _next_batch(self) -> list[Row]:
+        try:
+            batch = [self.rows.get(timeout=self.interval_s)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.interval_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.rows.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_spool_first(self, batch: list[Row]) -> None:
+        with self.spool_lock:
+            spooled = self._read_spool()
+            if spooled:
+                self.write(spooled)  # one transaction: a spool is written whole or not at all
+                self.spool.unlink()
+        if batch:
+            self.write(batch)
+        self.written += len(batch)
+
+    def _spooled(self) -> bool:
+        return self.spool.exists()
+
+    def _read_spool(self) -> list[Row]:
+        if not self.spool.exists():
+            return []
+        return [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
+
+    def _to_spool(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        with self.spool_lock:
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
+            with self.spool.open("a") as out:
+                out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+                out.flush()
+                os.fsync(out.fileno())

@@ -1,0 +1,34 @@
+"""The prediction log: every score served (and every shadow score), for monitoring and experiment analysis.
+
+Rows are written off the request path by a :class:`~pipelines.buffered.BufferedWriter`. Inputs are
+recorded as the feature vector the model saw and the unit as a keyed pseudonym, never a raw identifier.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+
+from pipelines import registry
+from pipelines.buffered import BufferedWriter
+from pipelines.registry import Prediction
+
+__all__ = ["Prediction", "prediction_writer", "write_rows"]
+
+
+def write_rows(rows: list[dict[str, Any]]) -> None:
+    """Insert a batch in one transaction (the writer thread's ``write``)."""
+    for row in rows:
+        if isinstance(row["at"], str):
+            row["at"] = datetime.fromisoformat(row["at"])  # spooled rows come back as text
+    with registry.engine().begin() as connection:
+        connection.execute(insert(Prediction), rows)
+
+
+def prediction_writer(alert: Any = None) -> BufferedWriter:
+    from pipelines.settings import get_settings
+
+    spool = get_settings().home / "spool" / "predictions.jsonl"
+    return BufferedWriter("prediction log", write_rows, spool, alert)
