@@ -14,13 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import airflow_cli, lake, registry
 from pipelines.datagen import SIZES, generate
 from pipelines.features import read_validated
 from pipelines.settings import get_settings
 from pipelines.spec import load_spec
+
+if TYPE_CHECKING:
+    from pipelines.certs import DevCertificates
 
 DATA_END = date(2026, 11, 1)
 DATA_DAYS = 60
@@ -57,8 +60,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def bento_server(bento_tag: str, port: int, timeout_s: float = 180) -> Iterator[str]:
-    """Serve a built Bento on loopback until the block ends; yields its base URL once ready."""
+def bento_server(
+    bento_tag: str, port: int, timeout_s: float = 180, tls: DevCertificates | None = None
+) -> Iterator[str]:
+    """Serve a built Bento on loopback until the block ends; yields its base URL once ready.
+
+    With ``tls`` (``falaj certs dev``'s files) it serves HTTPS only, and readiness is checked against
+    that CA.
+    """
     import httpx
 
     from pipelines.packaging import bentoml_home
@@ -79,16 +88,19 @@ def bento_server(bento_tag: str, port: int, timeout_s: float = 180) -> Iterator[
         "--port",
         str(port),
     ]
+    if tls is not None:
+        argv += ["--ssl-certfile", str(tls.server_cert), "--ssl-keyfile", str(tls.server_key)]
     with log.open("w") as out:
         server = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: Any = str(tls.ca_cert) if tls else True
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if server.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited {server.returncode}; see {log}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=2, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

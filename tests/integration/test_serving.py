@@ -128,6 +128,9 @@ def test_ab_assignment_is_sticky_at_the_configured_weight(served: dict[str, Any]
     arms = {f"C{n:06d}": _score(served, f"C{n:06d}", features, f"ab-{n}")["arm"] for n in range(10_000)}
     share = sum(arm == "challenger" for arm in arms.values()) / len(arms)
     assert abs(share - 0.3) < 4 * (0.3 * 0.7 / len(arms)) ** 0.5
+    metrics = httpx.get(f"{served['url']}/metrics").text
+    served_lines = [line for line in metrics.splitlines() if line.startswith("falaj_predictions_total{")]
+    assert any('arm="challenger"' in line and 'mode="ab"' in line for line in served_lines), served_lines
     for unit in list(arms)[:200]:  # the same customer gets the same arm again
         again = _score(served, unit, features, f"ab-again-{unit}")
         assert again["arm"] == arms[unit] and again["experiment_id"] == experiment_id
@@ -202,3 +205,21 @@ def test_a_tampered_challenger_is_refused_and_the_champion_keeps_serving(served:
         sealed.write_bytes(original)
         with registry.session() as db, db.begin():
             rollout.stop_experiment(db, "fraud", APPROVER, "tamper test over")
+
+
+def test_https_with_the_dev_certificates(served: dict[str, Any], demo_run: dict[str, Any]) -> None:
+    from pipelines.certs import make_dev_certificates
+    from pipelines.demo import bento_server, consumer_api_key, free_port
+
+    certificates = make_dev_certificates()
+    [features] = _feature_rows(served, 1)
+    body = {"request": {"transaction_id": "tls-1", "customer_id": "C1", "features": features}}
+    with bento_server(demo_run["summary"]["bento_tag"], free_port(), tls=certificates) as url:
+        assert url.startswith("https://")
+        answer = httpx.post(f"{url}/v1/score/features", json=body, headers={"X-API-Key": consumer_api_key()},
+                            verify=str(certificates.ca_cert))  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["arm"] == "champion"
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{url}/readyz")  # the system's trust store does not know the dev CA
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url.replace("https://", "http://") + "/readyz")  # no plaintext on the TLS port
