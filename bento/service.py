@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound, UnprocessableEntity
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.warnings import PydanticDeprecatedSince211
 
 from bento.guard import Guard
 from pipelines.freshness import StaleFeaturesError, apply_policy
@@ -24,6 +26,9 @@ from pipelines.rollout import ModelRef
 from pipelines.serving import LoadedModel, Serving, Snapshot, prediction_row
 
 HOT_ROUTES = ["/v1/score", "/v1/score/batch", "/v1/score/features"]
+# BentoML 1.4 reads `model_fields` off the request model on every call, and Feast resets the warnings
+# registry on every fetch: without this, each request would log the same deprecation warning.
+warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211)
 
 
 class BuildArgs(BaseModel):

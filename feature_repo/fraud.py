@@ -7,8 +7,8 @@ How old each value is, is reported by serving as feature freshness.
 """
 
 from datetime import timedelta
+from typing import Any
 
-import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
@@ -128,21 +128,30 @@ transaction_request = RequestSource(
         Field(name="minutes_since_last_txn", dtype=Float64),
         Field(name="is_ecommerce", dtype=Int64),
     ],
+    # Plain Python over lists: on a scoring request, pandas' conversions cost 2 ms of a 2.4 ms fetch.
+    mode="python",
 )
-def transaction_context(inputs: pd.DataFrame) -> pd.DataFrame:
-    """Features only the request can give: this amount and time against the customer's history."""
-    import numpy as np
-    import pandas as pd
+def transaction_context(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Features only the request can give: this amount and time against the customer's history.
 
-    out = pd.DataFrame(index=inputs.index)
-    out["txn_amount_aed"] = inputs["amount_aed"].astype("float64")
-    average = inputs["avg_amount_30d_aed"].astype("float64").replace(0.0, np.nan)
-    out["amount_vs_avg_30d"] = out["txn_amount_aed"] / average
-    out["minutes_since_last_txn"] = (inputs["request_unix"] - inputs["last_txn_unix"]).astype(
-        "float64"
-    ) / 60.0
-    out["is_ecommerce"] = (inputs["channel"] == "ecommerce").astype("int64")
-    return out
+    A missing or zero average and a missing last transaction give NaN, as a missing feature does.
+    """
+    nan = float("nan")
+    amounts = [nan if amount is None else float(amount) for amount in inputs["amount_aed"]]
+    averages = inputs["avg_amount_30d_aed"]
+    lasts = inputs["last_txn_unix"]
+    return {
+        "txn_amount_aed": amounts,
+        "amount_vs_avg_30d": [
+            amount / float(average) if average else nan
+            for amount, average in zip(amounts, averages, strict=True)
+        ],
+        "minutes_since_last_txn": [
+            nan if now is None or last is None else (float(now) - float(last)) / 60.0
+            for now, last in zip(inputs["request_unix"], lasts, strict=True)
+        ],
+        "is_ecommerce": [int(channel == "ecommerce") for channel in inputs["channel"]],
+    }
 
 
 fraud_v1 = FeatureService(
