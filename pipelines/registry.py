@@ -217,6 +217,38 @@ class Prediction(Base):
     freshness: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class ExperimentReview(Base):
+    """One analysis of an experiment on its labelled predictions, and what it proposes to an approver.
+
+    Written by ``pipelines/experiment_analysis.py``; a proposal never moves an alias by itself.
+    """
+
+    __tablename__ = "experiment_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
+    use_case: Mapped[str] = mapped_column(String(63), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="The first prediction analysed; None without any."
+    )
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    metric: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[float] = mapped_column(Float)
+    arms: Mapped[dict[str, Any]] = mapped_column(doc="Per arm: counts and metrics on its labelled rows.")
+    delta: Mapped[float | None] = mapped_column(Float, doc="Challenger − champion on the metric.")
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    p_value: Mapped[float | None] = mapped_column(Float, doc="Of the precision-at-threshold test.")
+    proposal: Mapped[str] = mapped_column(String(32), doc="promote, rollback, continue or insufficient_data.")
+    reason: Mapped[str] = mapped_column(String(1024))
+    final: Mapped[bool] = mapped_column(Boolean, doc="The experiment had ended and no label was pending.")
+    details: Mapped[dict[str, Any]] = mapped_column(doc="Tests, resamples, seed, minimums, look number.")
+    reviewed_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class PromotionRefusedError(RuntimeError):
     """A promotion or rollback the registry's rules forbid; the message says which rule."""
 
