@@ -130,6 +130,48 @@ def rollout_stop(use_case: str, rolled_back: bool, reason: str) -> None:
     click.echo(summary)
 
 
+@rollout_group.command("review")
+@click.argument("use_case")
+@click.option("--experiment", "experiment_id", type=int, default=None, help="Default: the latest one.")
+@guarded("model.read", lambda a: a["use_case"])
+def rollout_review(use_case: str, experiment_id: int | None) -> None:
+    """Compare an experiment's arms on the labels that have arrived, and say what it proposes."""
+    from pipelines import authz, registry, rollout
+    from pipelines.experiment_analysis import ExperimentNotFoundError, next_step, review_experiment
+    from pipelines.spec import load_spec
+
+    if experiment_id is None:
+        with registry.session() as db:
+            known = rollout.experiments(db, use_case)
+        if not known:
+            raise click.ClickException(f"{use_case} has had no experiment")
+        experiment_id = known[-1].id
+    try:
+        review = review_experiment(load_spec(use_case), experiment_id, authz.current_user())
+    except (ExperimentNotFoundError, registry.PromotionRefusedError) as refused:
+        raise click.ClickException(str(refused)) from None
+    click.echo(f"experiment #{review.experiment_id} ({review.mode}), review #{review.id}")
+    columns = "{:<11} {:>7} {:>8} {:>7} {:>8} {:>9}"
+    click.echo(columns.format("arm", "version", "labelled", "pending", review.metric, "precision"))
+    for arm, metrics in review.arms.items():
+        row = (arm, metrics["model_version"] or "-", metrics["labelled"], metrics["pending"])
+        scores = (_shown(metrics.get(review.metric)), _shown(metrics.get("precision")))
+        click.echo(columns.format(*row, *scores))
+    if review.delta is not None:
+        interval = f"[{_shown(review.ci_low)}, {_shown(review.ci_high)}]"
+        click.echo(
+            f"challenger − champion: {review.delta:+.4f}, {review.confidence:.0%} CI {interval}, "
+            f"precision test p = {_shown(review.p_value)}"
+        )
+    click.echo(f"proposes {review.proposal}: {review.reason}")
+    if step := next_step(review):
+        click.echo(f"an approver decides: {step}")
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 @click.group("serving")
 def serving_group() -> None:
     """The scoring service's credentials."""

@@ -384,7 +384,14 @@ def promote(db: Session, use_case: str, number: int, approver: str, reason: str)
     replaced = champion.tag if champion else None
     details = {"decision_id": decision.id, "replaced": replaced}
     audit.record(db, "model.promote", version.tag, actor=approver, reason=reason, details=details)
+    _end_experiment(db, use_case, approver, version.tag)
     return version
+
+
+def _end_experiment(db: Session, use_case: str, actor: str, champion_tag: str) -> None:
+    from pipelines import rollout  # rollout builds on this module
+
+    rollout.end_for_new_champion(db, use_case, actor, champion_tag)
 
 
 def rollback(db: Session, use_case: str, actor: str, reason: str, to: int | None = None) -> ModelVersion:
@@ -414,6 +421,7 @@ def rollback(db: Session, use_case: str, actor: str, reason: str, to: int | None
     set_alias(db, use_case, "archived", current, actor, f"rolled back to {target.tag}: {reason}")
     set_alias(db, use_case, "champion", target, actor, f"rollback from {current.tag}: {reason}")
     audit.record(db, "model.rollback", target.tag, actor=actor, reason=reason, details={"from": current.tag})
+    _end_experiment(db, use_case, actor, target.tag)
     return target
 
 

@@ -115,8 +115,8 @@ class ModelRef:
 class ServingPlan:
     """How a use case's traffic is served right now.
 
-    ``mode`` is ``none`` when no experiment is active, and also when the active experiment's challenger has
-    since been promoted to champion (``experiment_id`` is then still set: stop that experiment).
+    ``mode`` is ``none`` when no experiment is active. A promotion or rollback ends the active experiment
+    (:func:`end_for_new_champion`); ``mode`` is also ``none`` if a challenger is champion some other way.
 
     Attributes:
         challenger_share: A/B weight or the canary's current share; 0 for ``none`` and ``shadow``.
@@ -133,6 +133,21 @@ class ServingPlan:
     budget: Budget | None
     revision: int
     alias_event_id: int = 0
+
+    @classmethod
+    def champion_only(cls, use_case: str, champion: ModelRef, alias_event_id: int = 0) -> ServingPlan:
+        """Every request to the champion: no experiment."""
+        return cls(
+            use_case=use_case,
+            champion=champion,
+            challenger=None,
+            mode="none",
+            challenger_share=0.0,
+            experiment_id=None,
+            budget=None,
+            revision=0,
+            alias_event_id=alias_event_id,
+        )
 
     @property
     def stamp(self) -> tuple[int, int, int]:
@@ -207,17 +222,7 @@ def serving_plan(db: Session, use_case: str) -> ServingPlan:
         .join(ModelVersion, ModelVersion.id == Experiment.challenger_id)
         .where(Experiment.active_use_case == use_case)
     ).first()
-    plan = ServingPlan(
-        use_case=use_case,
-        champion=ModelRef.of(champion),
-        challenger=None,
-        mode="none",
-        challenger_share=0.0,
-        experiment_id=None,
-        budget=None,
-        revision=0,
-        alias_event_id=alias_event_id,
-    )
+    plan = ServingPlan.champion_only(use_case, ModelRef.of(champion), alias_event_id)
     if running is None:
         return plan
     experiment, challenger = running[0], running[1]
@@ -413,6 +418,25 @@ def stop_experiment(db: Session, use_case: str, actor: str, reason: str) -> Expe
         "challenger_share": experiment.challenger_share,
         "revision": experiment.revision,
     }
+    audit.record(db, ACTION, _challenger_tag(db, experiment), actor=actor, reason=reason, details=details)
+    return experiment
+
+
+def end_for_new_champion(db: Session, use_case: str, actor: str, champion_tag: str) -> Experiment | None:
+    """End the active experiment because the champion moved (a promotion or a rollback did it).
+
+    Its comparison was against the old champion, so it no longer holds; the caller's own role check
+    already covered the move, and the end is audited with it.
+    """
+    experiment = active_experiment(db, use_case)
+    if experiment is None:
+        return None
+    reason = f"the champion is now {champion_tag}"
+    _end(experiment, "ended", actor, reason)
+    if experiment.mode == "shadow":
+        _clear_alias(db, experiment, "shadow", actor, f"shadow experiment ended: {reason}")
+    db.flush()
+    details = {"event": "champion_changed", "experiment_id": experiment.id, "revision": experiment.revision}
     audit.record(db, ACTION, _challenger_tag(db, experiment), actor=actor, reason=reason, details=details)
     return experiment
 

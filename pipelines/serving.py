@@ -107,7 +107,7 @@ class Serving:
                 raise
             log.exception("registry unreachable at start; serving the packaged %s", packaged.tag)
             champion = load_model(packaged)
-            self.snapshot = Snapshot(packaged_plan(self.use_case, packaged), champion, None)
+            self.snapshot = Snapshot(ServingPlan.champion_only(self.use_case, packaged), champion, None)
         self._thread = threading.Thread(target=self._loop, name="falaj-plan-refresh", daemon=True)
         self._thread.start()
 
@@ -191,19 +191,6 @@ class Serving:
         if self.snapshot is not None and self.snapshot.plan.mode == "canary":
             self.guard.record(arm, ok, latency_ms)
         return latency_ms
-
-
-def packaged_plan(use_case: str, champion: ModelRef) -> ServingPlan:
-    return ServingPlan(
-        use_case=use_case,
-        champion=champion,
-        challenger=None,
-        mode="none",
-        challenger_share=0.0,
-        experiment_id=None,
-        budget=None,
-        revision=0,
-    )
 
 
 def prediction_row(

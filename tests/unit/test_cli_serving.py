@@ -84,3 +84,12 @@ def test_an_admin_creates_and_revokes_an_api_key(registered: None) -> None:
         events = [e for e in audit.load(db) if e["action"] == "endpoint.keys"]
     assert [e["details"]["event"] for e in events] == ["create", "revoke"]
     assert all(key not in json.dumps(e) for e in events)
+
+
+def test_a_review_with_no_labels_yet_proposes_nothing(registered: None) -> None:
+    started = falaj("risk-officer", "rollout", "start", "fraud", "--mode", "ab", "--challenger", "2",
+                    "--weight", "0.5", "--reason", "try v2", otp=True)  # fmt: skip
+    assert started.exit_code == 0, started.output
+    reviewed = falaj("auditor", "rollout", "review", "fraud")
+    assert reviewed.exit_code == 0, reviewed.output
+    assert "proposes insufficient_data" in reviewed.output and "champion" in reviewed.output

@@ -597,17 +597,6 @@ def test_a_stopped_ab_test_leaves_the_challenger_awaiting_approval_and_changes_t
     assert rollout.serving_plan(db, "fraud").champion.tag == "fraud:v2"
 
 
-def test_a_challenger_promoted_mid_experiment_is_no_longer_split_from_itself(db: Session) -> None:
-    # Given an A/B test of v2, and v2 promoted while it runs
-    experiment = rollout.start_experiment(db, "fraud", "ab", 2, APPROVER, "split", weight=0.5)
-    registry.promote(db, "fraud", 2, approver=ONCALL, reason="clear winner")
-
-    # Then the plan serves v2 alone, and still names the experiment left to stop
-    plan = rollout.serving_plan(db, "fraud")
-    assert (plan.mode, plan.challenger, plan.champion.tag) == ("none", None, "fraud:v2")
-    assert plan.experiment_id == experiment.id
-
-
 def test_the_migration_creates_the_experiments_table_on_a_fresh_db_and_reverts(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config
@@ -639,3 +628,16 @@ def test_the_migration_creates_the_experiments_table_on_a_fresh_db_and_reverts(t
     with Session(engine) as session:
         assert session.scalars(select(registry.Experiment)).all() == []
     engine.dispose()
+
+
+def test_promoting_the_challenger_ends_its_experiment(db: Session) -> None:
+    # Given an A/B test of v2 against v1
+    experiment = rollout.start_experiment(db, "fraud", "ab", 2, APPROVER, "try v2", weight=0.5)
+    # When an approver promotes v2
+    registry.promote(db, "fraud", 2, approver="oncall", reason="v2 won the A/B test")
+    # Then the experiment is over, and the plan serves v2 alone
+    assert experiment.status == "ended" and experiment.end_reason == "the champion is now fraud:v2"
+    assert rollout.active_experiment(db, "fraud") is None
+    plan = rollout.serving_plan(db, "fraud")
+    assert (plan.champion.tag, plan.mode, plan.experiment_id) == ("fraud:v2", "none", None)
+    assert _experiment_events(db)[-1]["details"]["event"] == "champion_changed"
