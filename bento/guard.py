@@ -52,7 +52,8 @@ class Guard:
         spool = get_settings().home / "spool" / "serving-audit.jsonl"
         return BufferedWriter("audit trail", write_audit_events, spool, audit.alert)
 
-    def audit(self, **event: Any) -> None:
+    def record(self, **event: Any) -> None:
+        """Hand an audit event to the buffered writer, stamped now; the request never waits for it."""
         self.events.put({"at": datetime.now(UTC).isoformat(timespec="microseconds"), **event})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,11 +68,11 @@ class Guard:
             principal = self.authenticator.authenticate(headers)
             self.authenticator.authorize(principal, action, self.resource)
         except serving_auth.AuthenticationError as refused:
-            self.audit(**refused.audit_event(action, self.resource))
+            self.record(**refused.audit_event(action, self.resource))
             challenge = {"www-authenticate": refused.www_authenticate}
             return await _reply(send, 401, {"error": str(refused)}, challenge)
         except serving_auth.ForbiddenError as refused:
-            self.audit(**refused.audit_event())
+            self.record(**refused.audit_event())
             return await _reply(send, 403, {"error": str(refused)})
         except serving_auth.AuthUnavailableError as unavailable:
             retry = {"retry-after": str(int(unavailable.retry_after_s))}
@@ -87,7 +88,7 @@ class Guard:
             receive = _replay(body, receive)
         scope.setdefault("state", {})["principal"] = principal
         if action == "endpoint.admin":
-            self.audit(action=action, resource=path, actor=principal.user, reason=scope["method"])
+            self.record(action=action, resource=path, actor=principal.user, reason=scope["method"])
         await self.app(scope, receive, _with_retry_after(send))
 
 

@@ -218,7 +218,7 @@ class Scorer:
             probability = _probability(model, values)
         else:
             self.serving.record(arm, True, scoring)
-        decision = "review" if probability >= self.threshold else "approve"
+        decision = self._decision(probability)
         self.served.labels(arm, snapshot.plan.mode, decision).inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._log(snapshot, transaction_id, unit_id, arm, model, values, started, score=probability,
@@ -254,9 +254,12 @@ class Scorer:
             self._log(snapshot, transaction_id, unit_id, "challenger", model, values, started, shadow=True,
                       error=str(failed)[:255])  # fmt: skip
             return
-        decision = "review" if probability >= self.threshold else "approve"
+        decision = self._decision(probability)
         self._log(snapshot, transaction_id, unit_id, "challenger", model, values, started, shadow=True,
                   score=probability, decision=decision)  # fmt: skip
+
+    def _decision(self, probability: float) -> Literal["review", "approve"]:
+        return "review" if probability >= self.threshold else "approve"
 
     def _log(
         self,
@@ -279,7 +282,7 @@ class Scorer:
             threshold=self.threshold,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             features={name: values.get(name) for name in model.ref.features},
-            **{"score": None, "decision": None, **fields},
+            **fields,
         )
         self.log.put(row)
 

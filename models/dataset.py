@@ -101,15 +101,6 @@ def local_path(uri_or_path: str) -> Path:
     return Path(uri_or_path)
 
 
-def sha256_file(path: Path) -> str:
-    """Returns the hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_training_set(
     directory: Path,
     frame: pd.DataFrame,

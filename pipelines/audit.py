@@ -128,14 +128,15 @@ def _drain_spool() -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def alert(message: str) -> None:
+def alert(message: str, kind: str = "audit") -> None:
+    """Post a critical alert to the configured webhook; a store the platform must not lose is down."""
     url = get_settings().alert_webhook_url
     if not url:
         return
     import httpx
 
     try:
-        httpx.post(url, json={"kind": "audit", "severity": "critical", "reason": message}, timeout=5)
+        httpx.post(url, json={"kind": kind, "severity": "critical", "reason": message}, timeout=5)
     except httpx.HTTPError:
         pass  # the spool still holds the event; the log line above is the last resort
 

@@ -52,12 +52,12 @@ def onnx_model(model_dir: Path) -> bytes:
     return crypto.unseal(model_dir / "model.onnx")
 
 
-def onnx_scores(model_dir: Path, rows: Any, features: list[str]) -> Any:
-    """P(y=1) of an ONNX model on rows, as the server computes it."""
+def onnx_scores(model: bytes, rows: Any, features: list[str]) -> Any:
+    """P(y=1) of a serialized ONNX model on rows, as the server computes it."""
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_model(model_dir), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"input": rows[features].to_numpy(dtype=np.float32)})[0][:, 1]
 
 
@@ -74,9 +74,12 @@ def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: An
 
     rows = split_rows(training_set_uri, "test")
     labels = rows[spec.label].to_numpy()
-    p_candidate = onnx_scores(Path(candidate.artifact_uri), rows, candidate.features)
+    candidate_model = onnx_model(Path(candidate.artifact_uri))
+    p_candidate = onnx_scores(candidate_model, rows, candidate.features)
     p_champion = (
-        None if champion is None else onnx_scores(Path(champion.artifact_uri), rows, champion.features)
+        None
+        if champion is None
+        else onnx_scores(onnx_model(Path(champion.artifact_uri)), rows, champion.features)
     )
     checks = check_policy(
         spec.gate,
@@ -84,7 +87,7 @@ def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: An
         p_candidate,
         p_champion,
         slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
-        onnx_model=onnx_model(Path(candidate.artifact_uri)),
+        onnx_model=candidate_model,
         parity_diff=candidate.parity_max_abs_diff,
         latency_rows=rows[candidate.features].to_numpy(dtype=np.float32)[:200],
     )
@@ -138,7 +141,8 @@ def lineage(
     plan = lake.read_json(Path(training_set["uri"]) / "manifest.json")
     features = list(manifest["features"])
     train = split_rows(training_set["uri"], "train")
-    profile = write_reference_profile(model_dir, train, features, onnx_scores(model_dir, train, features))
+    scores = onnx_scores(onnx_model(model_dir), train, features)
+    profile = write_reference_profile(model_dir, train, features, scores)
     return {
         "data_version": data_version(spec),
         "validation": {

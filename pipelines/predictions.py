@@ -6,12 +6,13 @@ recorded as the feature vector the model saw and the unit as a keyed pseudonym, 
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
 
-from pipelines import registry
+from pipelines import audit, registry
 from pipelines.buffered import BufferedWriter
 from pipelines.registry import Prediction
 
@@ -27,8 +28,11 @@ def write_rows(rows: list[dict[str, Any]]) -> None:
         connection.execute(insert(Prediction), rows)
 
 
-def prediction_writer(alert: Any = None) -> BufferedWriter:
+def prediction_writer() -> BufferedWriter:
+    """The scorer's writer: a store outage spools the rows and alerts the webhook once."""
     from pipelines.settings import get_settings
 
     spool = get_settings().home / "spool" / "predictions.jsonl"
-    return BufferedWriter("prediction log", write_rows, spool, alert)
+    return BufferedWriter(
+        "prediction log", write_rows, spool, functools.partial(audit.alert, kind="prediction_log")
+    )

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from pipelines import registry, spec
 from pipelines.settings import get_settings
+from tests.homes import falaj_home
 from tests.http_sink import http_sink
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -26,18 +27,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def platform_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A FALAJ_HOME for the whole session, visible to this process's cached settings too."""
-    from pipelines.settings import get_settings
-
-    home = tmp_path_factory.mktemp("falaj-home")
-    previous = os.environ.get("FALAJ_HOME")
-    os.environ["FALAJ_HOME"] = str(home)
-    get_settings.cache_clear()
-    yield home
-    if previous is None:
-        os.environ.pop("FALAJ_HOME", None)
-    else:
-        os.environ["FALAJ_HOME"] = previous
-    get_settings.cache_clear()
+    with falaj_home(tmp_path_factory.mktemp("falaj-home")) as home:
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,8 @@ def served(demo_run: dict[str, Any]) -> Iterator[dict[str, Any]]:
     with registry.session() as db, db.begin():
         champion = registry.resolve_alias(db, "fraud", "champion")
         other = next(v for v in db.scalars(select(registry.ModelVersion)) if v.id != champion.id)
-        if not (registry.latest_decision(db, other) or _failed()).passed:
+        decision = registry.latest_decision(db, other)
+        if decision is None or not decision.passed:
             # The MLP missed the demo gate's floor; the rollout tests need a second servable model.
             db.add(registry.GateDecision(
                 use_case="fraud", candidate_id=other.id, champion_id=champion.id, metric="pr_auc",
@@ -48,10 +49,6 @@ def served(demo_run: dict[str, Any]) -> Iterator[dict[str, Any]]:
             httpx.Client(base_url=url, headers={"X-API-Key": admin_key}, timeout=30) as admin_client,
         ):
             yield {"url": url, "consumer": consumer_client, "admin": admin_client, **versions}
-
-
-def _failed() -> Any:
-    return registry.GateDecision(passed=False)
 
 
 def _feature_rows(served: dict[str, Any], n: int) -> list[dict[str, float]]:
