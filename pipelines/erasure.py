@@ -197,7 +197,6 @@ def _erase_from_training_sets(spec: UseCaseSpec, subject: Subject, report: Erasu
 
 def delete_online(spec: UseCaseSpec, subject: Subject) -> int:
     """Delete the subject's entity keys from every online view keyed by one of their columns."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.type_map import python_values_to_proto_values
     from feast.value_type import ValueType
@@ -219,17 +218,21 @@ def delete_online(spec: UseCaseSpec, subject: Subject) -> int:
             values = [int(value) for value in values]
         for value in python_values_to_proto_values(values, value_type):
             key = EntityKey(join_keys=[columns[0].name], entity_values=[value])
-            serialized = serialize_entity_key(key, entity_key_serialization_version=version)
-            deleted += _delete_key(online, config, view, serialized)
+            deleted += _delete_key(online, config, view, key, version)
     return deleted
 
 
-def _delete_key(online: Any, config: Any, view: Any, serialized: bytes) -> int:
+def _delete_key(online: Any, config: Any, view: Any, key: Any, version: int) -> int:
+    """Delete one entity key where Feast's own store keeps it (a Redis hash, or SQLite rows)."""
     if config.online_store.type == "redis":
+        from feast.infra.online_stores.helpers import _redis_key
+
         client = online._get_client(config.online_store)
-        return int(client.delete(serialized + config.project.encode()))
+        return int(client.delete(_redis_key(config.project, key, version)))
+    from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.infra.online_stores.sqlite import _table_id
 
+    serialized = serialize_entity_key(key, entity_key_serialization_version=version)
     connection = online._get_conn(config)
     table = _table_id(config.project, view)
     cursor = connection.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (serialized,))  # noqa: S608
