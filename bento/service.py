@@ -116,6 +116,7 @@ class Scorer:
     def __init__(self) -> None:
         from pipelines.features import feature_store
         from pipelines.predictions import prediction_writer
+        from pipelines.redis_online import online_reader
         from pipelines.spec import load_spec
 
         self.spec = load_spec(ARGS.use_case)
@@ -133,11 +134,12 @@ class Scorer:
         )
         self.log = prediction_writer()
         self.freshness = self.spec.serving.freshness[self.spec.feature_service]
-        self.store = feature_store()
-        self.feature_service = self.store.get_feature_service(self.spec.feature_service)
+        store = feature_store()
+        feature_service = store.get_feature_service(self.spec.feature_service)
+        self.read_online = online_reader(store, feature_service)
         self.view_of = {
             feature.name: projection.name
-            for projection in self.feature_service.feature_view_projections
+            for projection in feature_service.feature_view_projections
             for feature in projection.features
         }
         # Made here, not at import: BentoML sets up multi-process metrics before it builds the service.
@@ -170,8 +172,7 @@ class Scorer:
             }
             for txn, at in zip(transactions, times, strict=True)
         ]
-        response = self.store.get_online_features(features=self.feature_service, entity_rows=rows)
-        columns = response.to_dict(include_event_timestamps=True)
+        columns = self.read_online(rows)
         return [(at, {name: values[i] for name, values in columns.items()}) for i, at in enumerate(times)]
 
     def _features(self, txn: Transaction, at: datetime, online: dict[str, Any]) -> tuple[Any, ...]:

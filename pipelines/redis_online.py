@@ -1,4 +1,6 @@
-"""Materialization into Redis: one atomic compare-and-write per entity, in the layout Feast reads.
+"""Feast's Redis layout, written and read directly where Feast's own path costs too much.
+
+Writing (materialization): one atomic compare-and-write per entity.
 
 Feast's Redis writer reads every stored event time in one round trip, compares them in Python and
 writes in a second; a value the stream consumer pushes in between is overwritten by an older batch row,
@@ -7,11 +9,20 @@ server-side script compares and writes in one step per entity: a newer row is wr
 row only if its values differ, an older one never. Keys, field names and values are byte-for-byte
 those of Feast's writer (``tests/integration/test_feature_store_profiles.py`` checks it), so Feast's
 reader serves them unchanged.
+
+Reading (serving): :class:`OnlineReader` fetches a feature service's features for a scoring request in
+one pipelined round trip, one HMGET per entity hash with the fields of all its views, then runs the
+service's on-demand views through Feast's own ``transform_dict``. Feast's ``get_online_features`` sends
+one pipeline per view and builds its response through protos and lists: 0.6 ms per transaction where
+the read itself takes 0.06 (bench/serving.py). Its answer is the same, value for value, as Feast's
+``to_dict(include_event_timestamps=True)`` (``tests/integration/test_redis_online.py``).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
@@ -187,3 +198,137 @@ def _serialized_instants(column: Any) -> list[bytes]:
         Timestamp(seconds=value // 1_000_000, nanos=value % 1_000_000 * 1_000).SerializeToString()
         for value in micros
     ]
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+OnlineRead = Callable[[list[dict[str, Any]]], dict[str, list[Any]]]
+
+
+def online_reader(store: Any, feature_service: Any) -> OnlineRead:
+    """How the scorer reads ``feature_service``: :class:`OnlineReader` on Redis, Feast's call elsewhere.
+
+    Either returns, for a list of entity rows (join keys and request fields), the columns Feast's
+    ``get_online_features(...).to_dict(include_event_timestamps=True)`` gives: each feature by name,
+    and for each stored feature ``<name>__ts``, its view's event time in whole seconds (0 if none).
+    """
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    if isinstance(store._get_provider().online_store, RedisOnlineStore):
+        return OnlineReader(store, feature_service).read
+
+    def read(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        response = store.get_online_features(features=feature_service, entity_rows=rows)
+        return response.to_dict(include_event_timestamps=True)
+
+    return read
+
+
+@dataclass(frozen=True)
+class _EntityHash:
+    """One HMGET per entity: the fields of every view keyed by ``join_key``."""
+
+    join_key: str
+    value_type: Any  # feast ValueType of the join key
+    fields: list[bytes | str]
+    # per field: (view, feature name), the feature name None for the view's event time
+    names: list[tuple[str, str | None]]
+
+
+class OnlineReader:
+    """A feature service's features from Redis in one round trip, decoded as Feast decodes them."""
+
+    def __init__(self, store: Any, feature_service: Any) -> None:
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.infra.online_stores.redis import _versioned_fv_name
+
+        config = store.config
+        self._project = config.project
+        self._version = config.entity_key_serialization_version
+        # Feast's own client: the TLS options tls.secured added to the connection string apply.
+        self._client = store._get_provider().online_store._get_client(config.online_store)
+        self._on_demand: list[tuple[Any, list[str]]] = []
+        self._stored: list[tuple[str, str]] = []  # (view, feature) the answer names
+        needed: dict[str, set[str]] = {}  # view -> features to read (answered or an on-demand input)
+        views: dict[str, Any] = {}
+        for projection in feature_service.feature_view_projections:
+            wanted = [feature.name for feature in projection.features]
+            try:
+                view = store.get_feature_view(projection.name)
+            except Exception:  # not a stored view: an on-demand one
+                on_demand = store.get_on_demand_feature_view(projection.name)
+                self._on_demand.append((on_demand, wanted))
+                for source in on_demand.source_feature_view_projections.values():
+                    views[source.name] = store.get_feature_view(source.name)
+                    needed.setdefault(source.name, set()).update(f.name for f in source.features)
+                continue
+            views[view.name] = view
+            needed.setdefault(view.name, set()).update(wanted)
+            self._stored += [(view.name, name) for name in wanted]
+        by_key: dict[str, _EntityHash] = {}
+        for name, features in needed.items():
+            view = views[name]
+            if len(view.entity_columns) != 1:
+                raise ValueError(f"feature view {name} has several join keys: read it through Feast")
+            [column] = view.entity_columns
+            entity = by_key.setdefault(
+                column.name, _EntityHash(column.name, column.dtype.to_value_type(), [], [])
+            )
+            stored_name = _versioned_fv_name(view, config)
+            for feature in sorted(features):
+                entity.fields.append(_mmh3(f"{stored_name}:{feature}"))
+                entity.names.append((name, feature))
+            entity.fields.append(f"_ts:{stored_name}")
+            entity.names.append((name, None))
+        self._entities = list(by_key.values())
+
+    def read(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """The columns Feast's ``to_dict(include_event_timestamps=True)`` gives for ``rows``."""
+        from feast.infra.online_stores.helpers import _redis_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
+
+        pipe = self._client.pipeline(transaction=False)
+        for entity in self._entities:
+            values = python_values_to_proto_values([row[entity.join_key] for row in rows], entity.value_type)
+            for value in values:
+                key = EntityKey(join_keys=[entity.join_key], entity_values=[value])
+                pipe.hmget(_redis_key(self._project, key, self._version), entity.fields)
+        replies = iter(pipe.execute())
+        # per row: view -> {feature: value}, and view -> event time in seconds
+        features: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
+        stamps: list[dict[str, int]] = [{} for _ in rows]
+        for entity in self._entities:
+            for row_features, row_stamps in zip(features, stamps, strict=True):
+                for (view, name), raw in zip(entity.names, next(replies), strict=True):
+                    if name is None:
+                        row_stamps[view] = _seconds(raw)
+                    else:
+                        row_features.setdefault(view, {})[name] = _decoded(raw)
+        columns: dict[str, list[Any]] = {}
+        for view, name in self._stored:
+            columns[name] = [row[view][name] for row in features]
+            columns[f"{name}__ts"] = [row[view] for row in stamps]
+        for on_demand, wanted in self._on_demand:
+            inputs = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+            for source in on_demand.source_feature_view_projections.values():
+                for feature in source.features:
+                    inputs[feature.name] = [row[source.name][feature.name] for row in features]
+            output = on_demand.transform_dict(inputs)
+            for name in wanted:
+                columns[name] = list(output[name])
+        return columns
+
+
+def _decoded(raw: bytes | None) -> Any:
+    """A stored Value as Feast's response gives it."""
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(Value.FromString(raw)) if raw else None
+
+
+def _seconds(raw: bytes | None) -> int:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return Timestamp.FromString(raw).seconds if raw else 0

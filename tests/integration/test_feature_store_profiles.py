@@ -147,6 +147,43 @@ def test_feature_service_serves_and_trains_the_same_features(loaded: dict[str, A
     assert set(reference.features) <= set(online)
 
 
+def test_the_scorers_reader_answers_what_feast_answers(loaded: dict[str, Any], profile: str) -> None:
+    from pipelines.redis_online import OnlineReader, online_reader
+
+    store = feature_store()
+    service = store.get_feature_service(loaded["spec"].feature_service)
+    behaviour = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "customer_behaviour" / "data.parquet"
+    )
+    card = pd.read_parquet(get_settings().lake_dir / "features" / "fraud" / "card_velocity" / "data.parquet")
+    merchant = pd.read_parquet(
+        get_settings().lake_dir / "features" / "fraud" / "merchant_profile" / "data.parquet"
+    )
+    at = loaded["end"].timestamp()
+    rows = [
+        {"customer_id": customer, "card_id": card_id, "merchant_id": merchant_id, "amount_aed": amount,
+         "channel": channel, "request_unix": at}
+        for customer, card_id, merchant_id, amount, channel in [
+            (behaviour.customer_id.iloc[0], card.card_id.iloc[0], merchant.merchant_id.iloc[0], 120.5, "pos"),
+            (behaviour.customer_id.iloc[-1], card.card_id.iloc[-1], merchant.merchant_id.iloc[-1], 9.0,
+             "ecommerce"),
+            ("no-such-customer", "no-such-card", merchant.merchant_id.iloc[1], 50.0, "contactless"),
+        ]
+    ]  # fmt: skip
+    read = online_reader(store, service)
+    assert isinstance(getattr(read, "__self__", None), OnlineReader) == (profile == "prod")
+    ours = read(rows)
+    feasts = store.get_online_features(features=service, entity_rows=rows)
+    feasts = feasts.to_dict(include_event_timestamps=True)
+    served = {feature.name for view in service.feature_view_projections for feature in view.features}
+    assert served <= set(ours)
+    for name, values in ours.items():
+        assert [None if value != value else value for value in values] == [  # NaN and None alike
+            None if value != value else value for value in feasts[name]
+        ], name
+    assert ours["credit_limit_aed"][2] is None and ours["credit_limit_aed__ts"][2] == 0
+
+
 def test_cli_lists_describes_and_gets(loaded: dict[str, Any]) -> None:
     import json
 
