@@ -10,7 +10,7 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 
 from pipelines import audit, registry
 from pipelines.buffered import BufferedWriter
@@ -19,13 +19,31 @@ from pipelines.registry import Prediction
 __all__ = ["Prediction", "prediction_writer", "write_rows"]
 
 
+COLUMNS = [column.name for column in Prediction.__table__.columns if column.name != "id"]
+JSON_COLUMNS = {"features", "freshness"}
+
+
 def write_rows(rows: list[dict[str, Any]]) -> None:
     """Insert a batch in one transaction (the writer thread's ``write``)."""
     for row in rows:
         if isinstance(row["at"], str):
             row["at"] = datetime.fromisoformat(row["at"])  # spooled rows come back as text
     with registry.engine().begin() as connection:
-        connection.execute(insert(Prediction), rows)
+        if connection.dialect.driver == "psycopg":
+            _copy(connection, rows)
+        else:
+            connection.execute(insert(Prediction), rows)
+
+
+def _copy(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL's COPY through psycopg 3, which encodes rows in C: the writer thread holds the
+    scorer's GIL for a fraction of what an INSERT of the same rows takes."""
+    from psycopg.types.json import Json
+
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {Prediction.__tablename__} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([Json(row[name]) if name in JSON_COLUMNS else row[name] for name in COLUMNS])
 
 
 def prediction_writer() -> BufferedWriter:

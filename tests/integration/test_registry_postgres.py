@@ -81,3 +81,32 @@ def test_migrations_match_the_models_on_postgres(postgres_url: str) -> None:
 
     with registry.engine(postgres_url).connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), registry.Base.metadata) == []
+
+
+def test_the_prediction_log_copies_rows_into_postgres_unchanged(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from pipelines.predictions import COLUMNS, Prediction, write_rows
+    from pipelines.settings import get_settings
+
+    monkeypatch.setenv("FALAJ_DATABASE_URL", postgres_url.replace("+psycopg2", "+psycopg"))
+    get_settings.cache_clear()
+    registry.engine.cache_clear()
+    served = {"at": datetime(2026, 11, 28, 9, 30, 1, 123456, tzinfo=UTC), "use_case": "fraud",
+              "request_id": "t-1", "unit": "p" * 64, "arm": "champion", "model_version": 3,
+              "experiment_id": None, "shadow": False, "score": 0.125, "decision": "approve",
+              "threshold": 0.5, "latency_ms": 0.42, "degraded": True, "error": None,
+              "features": {"amount": 12.5, "mcc": None, "note": "tab\tand \\ quote\""},
+              "freshness": {"customer_behaviour": 61.5}}  # fmt: skip
+    failed = {**served, "request_id": "t-2", "arm": "challenger", "experiment_id": 7, "shadow": True,
+              "score": None, "decision": None, "error": "model failed"}  # fmt: skip
+    spooled = {**failed, "at": served["at"].isoformat()}  # as a row comes back from the spool
+    write_rows([dict(served), spooled])
+    with Session(registry.engine()) as db:
+        stored = db.scalars(select(Prediction).order_by(Prediction.id)).all()
+    assert registry.engine().dialect.driver == "psycopg"
+    assert [{name: getattr(row, name) for name in COLUMNS} for row in stored] == [served, failed]
