@@ -86,9 +86,17 @@ def test_every_route_has_a_rule(served: dict[str, Any]) -> None:
     from bento.service import FAST_ROUTES
 
     document = httpx.get(f"{served['url']}/docs.json").json()
-    routes = set(document["paths"]) | set(FAST_ROUTES)  # mounted routes are not in BentoML's OpenAPI
+    routes = set(document["paths"])
     assert routes - PUBLIC - set(ROUTE_ACTIONS) == set(), "a route without a rule in bento/guard.py"
-    assert set(ROUTE_ACTIONS) <= routes
+    assert set(ROUTE_ACTIONS) | set(FAST_ROUTES) <= routes
+    fast = document["paths"]["/v1/score/features"]["post"]
+    assert {"X-API-Key", "Authorization"} <= {
+        scheme["name"] if scheme["type"] == "apiKey" else "Authorization"
+        for scheme in document["components"]["securitySchemes"].values()
+    }
+    assert fast["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("FeatureVectorBody")
+    not_post = served["consumer"].get("/v1/score/features")
+    assert not_post.status_code == 405 and not_post.headers["allow"] == "POST"
 
 
 def test_the_front_door_answers_4xx_never_5xx(served: dict[str, Any], demo_run: dict[str, Any]) -> None:
