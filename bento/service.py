@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -154,6 +155,9 @@ class Scorer:
         )
         gc.collect()
         gc.freeze()  # the start-up heap stays out of every later collection's scan
+        # The log writer and the plan refresher are background threads: when one holds the GIL, a
+        # request waits for the switch interval (5 ms by default) before it may run again.
+        sys.setswitchinterval(0.001)
 
     def __is_ready__(self) -> bool:
         return self.serving.snapshot is not None
