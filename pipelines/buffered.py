@@ -109,22 +109,26 @@ class BufferedWriter:
         return [self.rows.popleft() for _ in range(count)]
 
     def _write_spool_first(self, batch: list[Row]) -> None:
+        # The spool is moved aside under the lock and written outside it: ``put`` may append to the
+        # spool while the store is slow, so it must never wait for a write.
         with self.spool_lock:
-            spooled = self._read_spool()
-            if spooled:
-                self.write(spooled)  # one transaction: a spool is written whole or not at all
-                self.spool.unlink()
+            if self.spool.exists() and not self.draining.exists():
+                self.spool.rename(self.draining)
+        if self.draining.exists():
+            rows = [json.loads(line) for line in self.draining.read_text().splitlines() if line.strip()]
+            self.write(rows)  # one transaction: a spool is written whole or not at all
+            self.draining.unlink()
         if batch:
             self.write(batch)
         self.written += len(batch)
 
-    def _spooled(self) -> bool:
-        return self.spool.exists()
+    @property
+    def draining(self) -> Path:
+        """The spool moved aside while it is written: older than anything in the spool."""
+        return self.spool.with_name(self.spool.name + ".draining")
 
-    def _read_spool(self) -> list[Row]:
-        if not self.spool.exists():
-            return []
-        return [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
+    def _spooled(self) -> bool:
+        return self.spool.exists() or self.draining.exists()
 
     def _to_spool(self, rows: list[Row]) -> None:
         if not rows:

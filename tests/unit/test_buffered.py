@@ -57,3 +57,29 @@ def test_a_full_queue_spills_instead_of_blocking(tmp_path: Path) -> None:
     assert writer.flush(timeout_s=10)
     writer.close()
     assert sorted(store.rows) == list(range(100))
+
+
+def test_put_never_waits_for_a_slow_store_draining_the_spool(tmp_path: Path) -> None:
+    # Given rows spooled by an earlier outage, and a store that now takes them slowly
+    spool = tmp_path / "spool.jsonl"
+    spool.write_text("".join(f'{{"n": {n}}}\n' for n in range(5)))
+    store, gate, writing = FlakyStore(), threading.Event(), threading.Event()
+    store.up.set()
+
+    def slow_write(rows: list[dict]) -> None:
+        writing.set()
+        gate.wait()
+        store.write(rows)
+
+    writer = BufferedWriter("test", slow_write, spool, capacity=10, interval_s=0.01)
+    # When requests keep putting rows while the writer is stuck writing the old spool
+    assert writing.wait(timeout=5)
+    putting = threading.Thread(target=lambda: [writer.put({"n": n}) for n in range(5, 200)])
+    putting.start()
+    putting.join(timeout=5)
+    # Then every put returned at once, and once the store speeds up nothing is lost or doubled
+    assert not putting.is_alive(), "put waited for the store"
+    gate.set()
+    assert writer.flush(timeout_s=10)
+    writer.close()
+    assert store.rows[:5] == list(range(5)) and sorted(store.rows) == list(range(200))
