@@ -801,11 +801,12 @@ def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
     click.echo(f"published {published} events")
 
 
-def _register_serving_commands() -> None:
+def _register_commands() -> None:
+    from pipelines.cli_monitor import alerts_group
     from pipelines.cli_serving import rollout_group, serve, serving_group
 
-    for command in (rollout_group, serving_group, serve):
+    for command in (rollout_group, serving_group, serve, alerts_group):
         main.add_command(command)
 
 
-_register_serving_commands()
+_register_commands()

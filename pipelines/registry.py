@@ -249,6 +249,39 @@ class ExperimentReview(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class MonitorAlert(Base):
+    """A monitoring finding someone must look at: drift, serving data quality or model performance.
+
+    One row per condition (``dedup_key``) until it is resolved: a condition seen again adds an
+    occurrence instead of a second alert. Lifecycle: open -> acknowledged -> resolved
+    (``pipelines/alerts.py``).
+    """
+
+    __tablename__ = "monitor_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    use_case: Mapped[str] = mapped_column(String(63), index=True)
+    kind: Mapped[str] = mapped_column(String(32), doc="drift, data_quality or performance.")
+    subject: Mapped[str] = mapped_column(String(255), doc="What is affected: features, a metric.")
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    dedup_key: Mapped[str] = mapped_column(String(400), index=True)
+    severity: Mapped[str] = mapped_column(String(16), doc="warning or critical; only ever raised.")
+    status: Mapped[str] = mapped_column(String(16), index=True, doc="open, acknowledged or resolved.")
+    summary: Mapped[str] = mapped_column(String(1024))
+    details: Mapped[dict[str, Any]] = mapped_column(doc="The latest occurrence's figures.")
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    first_window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    report_uri: Mapped[str | None] = mapped_column(String(1024), default=None)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    resolved_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    note: Mapped[str | None] = mapped_column(String(1024), default=None, doc="The last person's note.")
+
+
 class PromotionRefusedError(RuntimeError):
     """A promotion or rollback the registry's rules forbid; the message says which rule."""
 

@@ -27,14 +27,16 @@ USERS = {
 ALLOWED = {
     "platform-admin": "*",
     "data-engineer": {"data.generate", "spec.check", "features.read", "features.materialize",
-                      "data.erase", "stream.consume", "stream.produce", "airflow.run"},
+                      "data.erase", "stream.consume", "stream.produce", "airflow.run", "monitor.read",
+                      "monitor.manage"},
     "ml-engineer": {"spec.check", "features.read", "model.read", "model.train", "model.replay",
-                    "airflow.run"},
-    "approver": {"model.read", "model.promote", "model.rollback", "model.experiment"},
+                    "airflow.run", "monitor.read", "monitor.manage"},
+    "approver": {"model.read", "model.promote", "model.rollback", "model.experiment", "monitor.read",
+                 "monitor.manage"},
     "consumer": {"endpoint.score"},
     "scoring-service": {"model.read", "model.experiment"},
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
-                "model.read"},
+                "model.read", "monitor.read"},
 }  # fmt: skip
 ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate", "certs.dev", "endpoint.keys", "endpoint.serve"}
 PRIVILEGED = {

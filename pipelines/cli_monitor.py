@@ -1,0 +1,74 @@
+"""`falaj alerts`: the monitoring alerts people work through (list, acknowledge, resolve)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipelines.cli_guard import guarded
+
+
+@click.group("alerts")
+def alerts_group() -> None:
+    """Drift, data-quality and performance alerts: one per condition, open -> acknowledged -> resolved."""
+
+
+@alerts_group.command("list")
+@click.option("--use-case", default=None, help="Only this use case's alerts.")
+@click.option(
+    "--status", type=click.Choice(["open", "acknowledged", "resolved", "unresolved", "all"]),
+    default="unresolved", show_default=True,
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@guarded("monitor.read")
+def alerts_list(use_case: str | None, status: str, as_json: bool) -> None:
+    """Newest first."""
+    from pipelines import alerts, registry
+
+    with registry.session() as db:
+        found = alerts.list_alerts(db, use_case, None if status == "all" else status)
+        rows = [alerts.as_dict(alert) for alert in found]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no {status} alerts")
+    for row in rows:
+        seen = f"seen {row['occurrences']}x" if row["occurrences"] > 1 else "seen once"
+        click.echo(
+            f"#{row['id']} {row['severity']:<8} {row['status']:<12} {row['use_case']} {row['kind']} "
+            f"v{row['model_version']} {row['subject']}: {row['summary']} ({seen}"
+            + (f"; report {row['report_uri']})" if row["report_uri"] else ")")
+        )
+
+
+@alerts_group.command("ack")
+@click.argument("alert_id", type=int)
+@click.option("--note", required=True, help="Who is on it and what happens next, for the audit trail.")
+@guarded("monitor.manage")
+def alerts_ack(alert_id: int, note: str) -> None:
+    """Take ownership of an open alert."""
+    _step("acknowledge", alert_id, note)
+
+
+@alerts_group.command("resolve")
+@click.argument("alert_id", type=int)
+@click.option("--note", required=True, help="How it was dealt with: retrained, rolled back, feed fixed...")
+@guarded("monitor.manage")
+def alerts_resolve(alert_id: int, note: str) -> None:
+    """Close an alert; the same condition seen again later opens a new one."""
+    _step("resolve", alert_id, note)
+
+
+def _step(step: str, alert_id: int, note: str) -> None:
+    from pipelines import alerts, authz, registry
+
+    user = authz.current_user()
+    try:
+        with registry.session() as db, db.begin():
+            alert = getattr(alerts, step)(db, alert_id, user, note)
+            status = alert.status
+    except alerts.AlertError as refused:
+        raise click.ClickException(str(refused)) from None
+    click.echo(f"alert {alert_id} {status} by {user}")
