@@ -49,8 +49,14 @@ class Settings(BaseSettings):
         default="ae-dubai-1", description="Region of this home's storage: lake, artifacts, platform DB."
     )
     alert_webhook_url: str | None = Field(
-        default=None, description="Where failed data-quality gates are posted as JSON alerts."
+        default=None, description="Where failed data-quality gates and monitoring alerts are posted as JSON."
     )
+    alert_email: str | None = Field(
+        default=None,
+        description="Comma-separated addresses monitoring alerts are mailed to, through Airflow's "
+        "`smtp_default` connection.",
+    )
+    alert_email_from: str = Field(default="falaj-alerts@localhost", description="Sender of alert mail.")
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
     oidc_issuer: str | None = Field(
         default=None,

@@ -1,4 +1,5 @@
-"""Alerts for a failed data-quality gate, delivered by Airflow notifiers as the task fails."""
+"""Alerts delivered by Airflow notifiers: a failed data-quality gate (as the task fails) and the
+monitoring DAG's alerts (``pipelines/alerts.py``), by webhook and by mail."""
 
 from __future__ import annotations
 
@@ -45,3 +46,63 @@ def data_quality_alerts() -> list[BaseNotifier]:
     """The notifiers configured for a failed quality gate; with none, the failed task is the alert."""
     url = get_settings().alert_webhook_url
     return [WebhookNotifier(url, kind="data_quality", severity="high")] if url else []
+
+
+class AlertWebhookNotifier(BaseNotifier):
+    """POST a monitoring alert (``pipelines.alerts.as_dict``) with the run that raised it."""
+
+    def __init__(self, url: str, alert: dict[str, Any]) -> None:
+        super().__init__()
+        self.url = url
+        self.alert = alert
+
+    def notify(self, context: Any) -> None:
+        import httpx
+
+        payload = {"kind": "monitor_alert", "alert": self.alert, **_run_of(context)}
+        httpx.post(self.url, json=payload, timeout=10).raise_for_status()
+
+
+def _run_of(context: Any) -> dict[str, Any]:
+    instance = context["ti"]
+    return {
+        "dag_id": instance.dag_id,
+        "run_id": instance.run_id,
+        "log_url": getattr(instance, "log_url", None),
+    }
+
+
+def monitoring_notifiers(alert: dict[str, Any]) -> list[BaseNotifier]:
+    """The configured deliveries of one monitoring alert: the webhook, and mail to the on-call list."""
+    from html import escape
+
+    settings = get_settings()
+    notifiers: list[BaseNotifier] = []
+    if settings.alert_webhook_url:
+        notifiers.append(AlertWebhookNotifier(settings.alert_webhook_url, alert))
+    if settings.alert_email:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        subject = (
+            f"[falaj {alert['severity']}] {alert['use_case']} {alert['kind']} alert #{alert['id']}: "
+            f"{alert['subject']}"
+        )
+        report = alert.get("report_uri")
+        body = f"<p>{escape(alert['summary'])}</p>" + (
+            f'<p>Report: <a href="{escape(report)}">{escape(report)}</a></p>' if report else ""
+        )
+        body += f"<p><code>falaj alerts ack {alert['id']} --note ...</code></p>"
+        # Subject and body are Jinja templates to the notifier: what the alert says must stay text.
+        notifiers.append(
+            SmtpNotifier(
+                to=[address.strip() for address in settings.alert_email.split(",") if address.strip()],
+                from_email=settings.alert_email_from,
+                subject=_verbatim(subject),
+                html_content=_verbatim(body),
+            )
+        )
+    return notifiers
+
+
+def _verbatim(text: str) -> str:
+    return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
