@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,42 @@ def demo(size: str) -> None:
 @click.option("--days", type=click.IntRange(1, 3660), default=60, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: $FALAJ_HOME/source.")
+@click.option(
+    "--drift",
+    metavar="KIND",
+    default=None,
+    help="Inject drift from --drift-start on: amount_shift, new_merchant_category or broken_feed.",
+)
+@click.option(
+    "--drift-start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First affected UTC day (YYYY-MM-DD), inside the generated window.",
+)
 @guarded("data.generate")
-def generate(size: str, days: int, seed: int, out: Path | None) -> None:
-    """Generate the reference card-fraud data as source files."""
-    from pipelines.datagen import SIZES
+def generate(
+    size: str, days: int, seed: int, out: Path | None, drift: str | None, drift_start: datetime | None
+) -> None:
+    """Generate the reference card-fraud data as source files, optionally with injected drift."""
+    from pipelines.datagen import SIZES, DriftScenario
     from pipelines.datagen import generate as make
 
-    data = make(out or get_settings().source_dir, SIZES[size], days=days, seed=seed)
+    if (drift is None) != (drift_start is None):
+        raise click.UsageError("--drift and --drift-start go together")
+    try:
+        scenario = None
+        if drift is not None and drift_start is not None:
+            # A str, not yet a DriftKind: DriftScenario rejects an unknown kind with the valid ones.
+            scenario = DriftScenario(drift, drift_start.date())  # type: ignore[arg-type]
+        data = make(out or get_settings().source_dir, SIZES[size], days=days, seed=seed, drift=scenario)
+    except ValueError as bad:
+        raise click.ClickException(str(bad)) from None
     click.echo(
         f"{data.n_transactions:,} transactions ({data.fraud_rate:.2%} fraud), {data.n_customers:,} "
         f"customers, {data.n_merchants:,} merchants in {data.source_dir}"
     )
+    if scenario is not None:
+        click.echo(f"drift {scenario.kind} from {scenario.start}; earlier days are the clean data")
 
 
 @main.group()

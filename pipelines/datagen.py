@@ -10,6 +10,7 @@ import csv
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -546,6 +547,69 @@ LEGIT_LARGE_SHARE = 0.015  # share of single legit purchases far above the custo
 LEGIT_LARGE_MULTIPLIER = (3.0, 6.0)
 HOME_EMIRATE_P = 0.8  # in-person legit spending happens in the home emirate this often
 
+# ---------------------------------------------------------------------------------------------------------
+# Injected drift (see DriftScenario): monitoring tests need data whose drift starts on a known day
+# ---------------------------------------------------------------------------------------------------------
+
+DriftKind = Literal["amount_shift", "new_merchant_category", "broken_feed"]
+DRIFT_KINDS: tuple[DriftKind, ...] = ("amount_shift", "new_merchant_category", "broken_feed")
+AMOUNT_SHIFT_FACTOR = 2.0  # drifted amounts are multiplied by a lognormal factor with this median ...
+AMOUNT_SHIFT_SIGMA = 0.25  # ... and this sigma
+MAX_AMOUNT_AED = 999_999.99  # the landing suite rejects amounts above 1,000,000
+NEW_CATEGORY = "ev_charging"
+NEW_CATEGORY_MCC = 5552  # ISO 18245 "electric vehicle charging": no clean merchant carries it
+NEW_CATEGORY_WORDS = ("EV Charging", "Charge Point", "E-Charge Hub")
+NEW_CATEGORY_SHARE = 0.15  # share of transactions from the start day that go to the new category
+NEW_CATEGORY_MERCHANTS = 0.05  # new merchants per clean merchant (at least 2) ...
+NEW_CATEGORY_ONBOARDING_DAYS = 30  # ... created within this many days before the start day
+NEW_CATEGORY_CONTACTLESS_P = 0.8  # chargers are in person: an ecommerce row moved there taps or swipes
+BROKEN_FEED_COLUMN = "merchant_category"
+BROKEN_FEED_NULL_SHARE = 0.4  # share of transactions from the start day with a blank BROKEN_FEED_COLUMN
+_MAX_MERCHANT_ID = 99_999  # merchant ids are M + 5 digits
+
+
+@dataclass(frozen=True)
+class DriftScenario:
+    """A change injected into the transactions from the UTC day ``start`` onward.
+
+    Day files before ``start`` are byte-identical to the clean output of the same arguments, and the
+    injection draws from its own random stream (seeded by ``[seed, 1]``), so the clean draws never move.
+
+    Kinds:
+        ``amount_shift``: each amount is multiplied by a lognormal factor (median
+            ``AMOUNT_SHIFT_FACTOR``, sigma ``AMOUNT_SHIFT_SIGMA``): prices rose, or a card product moved
+            upmarket. Against the days before, ``amount_aed`` and the 1 h and 24 h spend features reach a
+            decile PSI of about 0.3, the 30-day averages over 0.2 (a +60% shift stayed under 0.2).
+        ``new_merchant_category``: ``NEW_CATEGORY`` (MCC ``NEW_CATEGORY_MCC``, absent from the clean
+            data) opens and takes ``NEW_CATEGORY_SHARE`` of the transactions, amounts unchanged. Its
+            merchants are appended to ``merchants.csv``, created in the ``NEW_CATEGORY_ONBOARDING_DAYS``
+            before ``start``, so ingest and the point-in-time merchant join find them.
+        ``broken_feed``: the merchant enrichment feed breaks and ``BROKEN_FEED_NULL_SHARE`` of the
+            rows carry a blank ``BROKEN_FEED_COLUMN``. Every transactions column that feeds a feature
+            (amount, channel, the keys, the time) is guarded by a not-null expectation in
+            ``transactions.landing``, and so are ``emirate`` and ``merchant_category``: no null in this
+            file passes validation. Of the columns a real enrichment outage blanks, ``merchant_category``
+            is the least harmful: no feature reads it (the category reaches the models as the merchants'
+            ``mcc``) and no gate slice does, so validation is expected to stop these partitions naming
+            that column, and a relaxed suite would still leave the features intact.
+
+    Attributes:
+        kind: One of ``DRIFT_KINDS``.
+        start: First affected UTC day; must lie inside the generated window.
+
+    Raises:
+        ValueError: If ``kind`` is unknown or ``start`` is not a date.
+    """
+
+    kind: DriftKind
+    start: date
+
+    def __post_init__(self) -> None:
+        if self.kind not in DRIFT_KINDS:
+            raise ValueError(f"unknown drift kind '{self.kind}'; expected one of: {', '.join(DRIFT_KINDS)}")
+        if not isinstance(self.start, date) or isinstance(self.start, datetime):
+            raise ValueError(f"drift start must be a date (a UTC day), got {self.start!r}")
+
 
 @dataclass(frozen=True)
 class GeneratedData:
@@ -560,6 +624,7 @@ class GeneratedData:
         n_transactions: Transaction rows over all day files.
         fraud_rate: Share of transactions labelled ``is_fraud = 1``.
         files: Every file written, customers and merchants first, then the day files in date order.
+        drift: The scenario injected, or None for clean data.
     """
 
     source_dir: Path
@@ -570,6 +635,7 @@ class GeneratedData:
     n_transactions: int
     fraud_rate: float
     files: list[Path]
+    drift: DriftScenario | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -984,6 +1050,75 @@ def _cards(
     return first_card[cust] + which
 
 
+# Category index -> written value: the clean categories, then the drift's new one; -1 (broken feed) is blank.
+_CATEGORY_NAMES = np.array((*CATEGORIES, NEW_CATEGORY, ""))
+
+
+def _new_merchant_count(n_merchants: int) -> int:
+    return max(2, round(NEW_CATEGORY_MERCHANTS * n_merchants))
+
+
+def _inject_drift(
+    drift: DriftScenario, seed: int, tx: dict[str, np.ndarray], merchants: pd.DataFrame
+) -> pd.DataFrame:
+    """Apply ``drift`` in place to the transactions from its start day; return the merchants, with any
+    new ones appended. Rows are sorted by time and times never change, so earlier days stay as they were."""
+    rng = np.random.default_rng([seed, 1])
+    drifted = slice(int(np.searchsorted(tx["time"], _epoch_s(drift.start))), tx["time"].size)
+    size = tx["time"][drifted].size
+    if drift.kind == "amount_shift":
+        factor = AMOUNT_SHIFT_FACTOR * np.exp(AMOUNT_SHIFT_SIGMA * rng.standard_normal(size))
+        tx["amount"][drifted] = np.clip(np.round(tx["amount"][drifted] * factor, 2), 1.0, MAX_AMOUNT_AED)
+    elif drift.kind == "broken_feed":
+        blank = drifted.start + np.flatnonzero(rng.random(size) < BROKEN_FEED_NULL_SHARE)
+        tx["category"][blank] = -1
+    else:
+        new = _new_category_merchants(rng, len(merchants), drift.start)
+        moved = drifted.start + np.flatnonzero(rng.random(size) < NEW_CATEGORY_SHARE)
+        pop = new["_popularity"].to_numpy()
+        pick = rng.choice(len(new), size=moved.size, p=pop / pop.sum())
+        taps = rng.random(moved.size) < NEW_CATEGORY_CONTACTLESS_P
+        tx["merchant"][moved] = len(merchants) + pick
+        tx["category"][moved] = len(CATEGORIES)
+        tx["emirate"][moved] = new["_emirate"].to_numpy()[pick]
+        online = tx["channel"][moved] == CHANNELS.index("ecommerce")
+        in_person = np.where(taps, CHANNELS.index("contactless"), CHANNELS.index("pos"))
+        tx["channel"][moved] = np.where(online, in_person, tx["channel"][moved])
+        merchants = pd.concat([merchants, new], ignore_index=True)
+    return merchants
+
+
+def _new_category_merchants(rng: np.random.Generator, n_existing: int, start: date) -> pd.DataFrame:
+    """In-person ``NEW_CATEGORY`` merchants, numbered after the existing ones and onboarded shortly
+    before ``start``; the same columns as :func:`_merchants`."""
+    n = _new_merchant_count(n_existing)
+    emirate = rng.choice(len(EMIRATES), size=n, p=_EMIRATE_WEIGHTS / _EMIRATE_WEIGHTS.sum())
+    prefix = rng.integers(0, len(_MERCHANT_PREFIXES), size=n)
+    word = rng.integers(0, len(NEW_CATEGORY_WORDS), size=n)
+    area_u = rng.random(n)
+    names = []
+    for i in range(n):
+        areas = _EMIRATE_AREAS[EMIRATES[emirate[i]]]
+        area = areas[int(area_u[i] * len(areas))]
+        names.append(f"{_MERCHANT_PREFIXES[prefix[i]]} {NEW_CATEGORY_WORDS[word[i]]} {area}")
+    onboarding_s = (rng.random(n) * (NEW_CATEGORY_ONBOARDING_DAYS - 1) * _DAY_S).astype(np.int64)
+    created = _epoch_s(start) - _DAY_S - onboarding_s
+    return pd.DataFrame(
+        {
+            "merchant_id": [f"M{10001 + n_existing + i:05d}" for i in range(n)],
+            "merchant_name": names,
+            "merchant_category": NEW_CATEGORY,
+            "mcc": np.full(n, NEW_CATEGORY_MCC, dtype=np.int64),
+            "emirate": np.array(EMIRATES, dtype=object)[emirate],
+            "is_online": np.zeros(n, dtype=np.int64),
+            "created_timestamp": _iso(created),
+            "_cat": np.full(n, len(CATEGORIES), dtype=np.int64),
+            "_emirate": emirate,
+            "_popularity": np.exp(0.7 * rng.standard_normal(n)),
+        }
+    )
+
+
 def _write_transactions(
     path: Path, tx: dict[str, np.ndarray], rows: slice, customer_ids: np.ndarray, merchant_ids: np.ndarray
 ) -> None:
@@ -1007,7 +1142,7 @@ def _write_transactions(
         np.full(cents.size, "AED"),
         np.array(CHANNELS)[tx["channel"][rows]],
         np.array(EMIRATES)[tx["emirate"][rows]],
-        np.array(CATEGORIES)[tx["category"][rows]],
+        _CATEGORY_NAMES[tx["category"][rows]],
         tx["is_fraud"][rows].astype("U1"),
     ]
     line = fields[0]
@@ -1023,7 +1158,13 @@ def _write_transactions(
 
 
 def generate(
-    out_dir: Path, n_transactions: int, *, days: int = 60, end: date = date(2026, 11, 1), seed: int = 7
+    out_dir: Path,
+    n_transactions: int,
+    *,
+    days: int = 60,
+    end: date = date(2026, 11, 1),
+    seed: int = 7,
+    drift: DriftScenario | None = None,
 ) -> GeneratedData:
     """Write a deterministic synthetic card-fraud source drop into ``out_dir``.
 
@@ -1037,12 +1178,15 @@ def generate(
         days: Length of the window in days.
         end: Exclusive end of the window (UTC midnight).
         seed: Seed of numpy's ``default_rng``; everything random derives from it.
+        drift: A scenario to inject from its start day onward (see :class:`DriftScenario`); None writes
+            clean data. Earlier day files are byte-identical to the clean ones.
 
     Returns:
         A :class:`GeneratedData` describing what was written.
 
     Raises:
-        ValueError: If ``n_transactions`` or ``days`` is not positive.
+        ValueError: If ``n_transactions`` or ``days`` is not positive, the drift starts outside the
+            window, or a new merchant category would need more merchant ids than remain.
     """
     if n_transactions < 1:
         raise ValueError(f"n_transactions must be positive, got {n_transactions}")
@@ -1050,13 +1194,17 @@ def generate(
         raise ValueError(f"days must be positive, got {days}")
     out_dir = Path(out_dir)
     start = end - timedelta(days=days)
-    rng = np.random.default_rng(seed)
     n_customers = max(40, n_transactions // 60)
     n_merchants = min(max(30, n_transactions // 400), 89_999)
+    if drift is not None:
+        _check_drift(drift, start, end, n_merchants)
+    rng = np.random.default_rng(seed)
 
     customers = _customers(rng, n_customers, start)
     merchants = _merchants(rng, n_merchants, start)
     tx = _transactions(rng, n_transactions, customers, merchants, start, days)
+    if drift is not None:
+        merchants = _inject_drift(drift, seed, tx, merchants)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tx_dir = out_dir / "transactions"
@@ -1079,11 +1227,27 @@ def generate(
         start=start,
         end=end,
         n_customers=n_customers,
-        n_merchants=n_merchants,
+        n_merchants=len(merchants),
         n_transactions=int(tx["time"].size),
         fraud_rate=float(tx["is_fraud"].mean()),
         files=files,
+        drift=drift,
     )
+
+
+def _check_drift(drift: DriftScenario, start: date, end: date, n_merchants: int) -> None:
+    if not start <= drift.start < end:
+        last = end - timedelta(days=1)
+        raise ValueError(
+            f"drift start {drift.start} is outside the generated window {start}..{last} "
+            "(the first affected day must be one of the window's days)"
+        )
+    free_ids = _MAX_MERCHANT_ID - (10_000 + n_merchants)
+    if drift.kind == "new_merchant_category" and _new_merchant_count(n_merchants) > free_ids:
+        raise ValueError(
+            f"new_merchant_category needs {_new_merchant_count(n_merchants)} new merchant ids but only "
+            f"{free_ids} remain up to M{_MAX_MERCHANT_ID}; generate fewer transactions"
+        )
 
 
 def corrupt_partition(path: Path, seed: int = 0) -> None:

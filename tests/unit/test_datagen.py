@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from pipelines.datagen import MCC, SIZES, GeneratedData, corrupt_partition, generate
+from pipelines.cli import main
+from pipelines.datagen import (
+    AMOUNT_SHIFT_FACTOR,
+    BROKEN_FEED_COLUMN,
+    BROKEN_FEED_NULL_SHARE,
+    DRIFT_KINDS,
+    MCC,
+    NEW_CATEGORY,
+    NEW_CATEGORY_MCC,
+    NEW_CATEGORY_SHARE,
+    SIZES,
+    DriftKind,
+    DriftScenario,
+    GeneratedData,
+    corrupt_partition,
+    generate,
+)
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "usecases" / "fraud.yaml"
 END = date(2026, 11, 1)
@@ -280,3 +298,198 @@ def test_generate_rejects_empty_requests(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="days"):
         generate(tmp_path, 100, days=0)
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Injected drift
+# ---------------------------------------------------------------------------------------------------------
+
+DRIFT_START = END - timedelta(days=5)  # days 6..10 of a 10-day window drift
+
+
+def _drift_run(root: Path, kind: DriftKind | None) -> GeneratedData:
+    scenario = DriftScenario(kind, DRIFT_START) if kind else None
+    return generate(root / (kind or "clean"), SIZES["tiny"], days=10, end=END, seed=7, drift=scenario)
+
+
+@pytest.fixture(scope="module")
+def drift_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[DriftKind | None, GeneratedData]:
+    root = tmp_path_factory.mktemp("drift")
+    return {kind: _drift_run(root, kind) for kind in (None, *DRIFT_KINDS)}
+
+
+def _split_at_start(data: GeneratedData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    tx = _transactions(data)
+    drifted = tx["ts"] >= pd.Timestamp(DRIFT_START, tz="UTC")
+    return tx[~drifted], tx[drifted]
+
+
+@pytest.mark.parametrize("kind", DRIFT_KINDS)
+def test_days_before_the_drift_start_are_byte_identical_to_the_clean_run(
+    kind: DriftKind, drift_runs: dict[DriftKind | None, GeneratedData]
+) -> None:
+    # Given a clean run and a drifted run with the same arguments
+    clean, drifted = drift_runs[None], drift_runs[kind]
+
+    # When their files are read back
+    a, b = _read_all(clean.source_dir), _read_all(drifted.source_dir)
+
+    # Then customers and every day before the start are the same bytes, and every day from it differs
+    assert a.keys() == b.keys() and len(a) == 12
+    assert a["customers.csv"] == b["customers.csv"]
+    days = sorted(k for k in a if k.startswith("transactions/"))
+    before = [k for k in days if k < f"transactions/{DRIFT_START.isoformat()}"]
+    assert len(before) == 5
+    assert all(a[k] == b[k] for k in before)
+    assert all(a[k] != b[k] for k in days if k not in before)
+    # merchants.csv only grows, and only when a new category opens
+    assert b["merchants.csv"].startswith(a["merchants.csv"])
+    assert (a["merchants.csv"] == b["merchants.csv"]) == (kind != "new_merchant_category")
+    assert (drifted.n_transactions, drifted.fraud_rate) == (clean.n_transactions, clean.fraud_rate)
+    assert drifted.drift == DriftScenario(kind, DRIFT_START)
+
+
+def test_amount_shift_scales_amounts_from_the_start_day(
+    drift_runs: dict[DriftKind | None, GeneratedData],
+) -> None:
+    # Given the clean and the amount-shifted transactions from the start day
+    _, clean = _split_at_start(drift_runs[None])
+    _, shifted = _split_at_start(drift_runs["amount_shift"])
+
+    # When the same transactions are compared
+    assert (clean["transaction_id"].to_numpy() == shifted["transaction_id"].to_numpy()).all()
+    per_row = shifted["amount_aed"].to_numpy() / clean["amount_aed"].to_numpy()
+    medians = shifted["amount_aed"].median() / clean["amount_aed"].median()
+
+    # Then amounts rose by about the intended factor, and nothing else moved
+    assert np.median(per_row) == pytest.approx(AMOUNT_SHIFT_FACTOR, rel=0.05)
+    assert medians == pytest.approx(AMOUNT_SHIFT_FACTOR, rel=0.1)
+    assert (per_row > 1).mean() > 0.9
+    assert (shifted["amount_aed"] >= 1.0).all() and (shifted["amount_aed"] < 1_000_000).all()
+    others = [c for c in shifted.columns if c != "amount_aed"]
+    assert shifted[others].reset_index(drop=True).equals(clean[others].reset_index(drop=True))
+
+
+def test_new_merchant_category_takes_its_share_at_merchants_created_before_they_trade(
+    drift_runs: dict[DriftKind | None, GeneratedData],
+) -> None:
+    # Given the run where a new category opens, and the clean merchants
+    data = drift_runs["new_merchant_category"]
+    before, after = _split_at_start(data)
+    clean_merchants = pd.read_csv(drift_runs[None].source_dir / "merchants.csv")
+    merchants = pd.read_csv(data.source_dir / "merchants.csv")
+
+    # When its transactions are joined to their merchants
+    new_tx = after[after["merchant_category"] == NEW_CATEGORY]
+    joined = new_tx.merge(merchants, on="merchant_id", suffixes=("", "_m"), validate="many_to_one")
+    created = pd.to_datetime(joined["created_timestamp"], utc=True, format="ISO8601")
+
+    # Then its MCC is new, it holds about the intended share from the start day and none before,
+    assert NEW_CATEGORY_MCC not in set(clean_merchants["mcc"])
+    assert NEW_CATEGORY not in set(MCC)
+    assert (before["merchant_category"] != NEW_CATEGORY).all()
+    assert len(new_tx) / len(after) == pytest.approx(NEW_CATEGORY_SHARE, abs=0.03)
+    # and its merchants are real in-person merchants, appended and created before their first sale
+    new_merchants = merchants.iloc[len(clean_merchants) :]
+    assert data.n_merchants == len(merchants) > len(clean_merchants)
+    assert (new_merchants["merchant_category"] == NEW_CATEGORY).all()
+    assert (new_merchants["mcc"] == NEW_CATEGORY_MCC).all() and (new_merchants["is_online"] == 0).all()
+    assert merchants["merchant_id"].is_unique
+    assert len(joined) == len(new_tx)
+    assert (created < joined["ts"]).all()
+    assert (created < pd.Timestamp(DRIFT_START, tz="UTC")).all()
+    assert (joined["mcc"] == NEW_CATEGORY_MCC).all()
+    assert (joined["emirate"] == joined["emirate_m"]).all()
+    assert (joined["channel"] != "ecommerce").all()
+    assert after["merchant_id"].isin(merchants["merchant_id"]).all()
+
+
+def test_broken_feed_blanks_its_column_on_the_intended_share_of_rows(
+    drift_runs: dict[DriftKind | None, GeneratedData],
+) -> None:
+    # Given the clean and the broken-feed transactions
+    _, clean_after = _split_at_start(drift_runs[None])
+    before, after = _split_at_start(drift_runs["broken_feed"])
+
+    # When nulls are counted per column
+    blank = after[BROKEN_FEED_COLUMN].isna()
+
+    # Then only the broken column has nulls, on about the intended share of rows from the start day
+    assert blank.mean() == pytest.approx(BROKEN_FEED_NULL_SHARE, abs=0.04)
+    assert before.notna().all().all()
+    assert after.drop(columns=[BROKEN_FEED_COLUMN]).notna().all().all()
+    # and every other value is the clean one
+    kept = after.reset_index(drop=True)
+    clean = clean_after.reset_index(drop=True)
+    assert kept.drop(columns=[BROKEN_FEED_COLUMN]).equals(clean.drop(columns=[BROKEN_FEED_COLUMN]))
+    assert (
+        kept.loc[~blank.to_numpy(), BROKEN_FEED_COLUMN] == clean.loc[~blank.to_numpy(), BROKEN_FEED_COLUMN]
+    ).all()
+
+
+@pytest.mark.parametrize("kind", DRIFT_KINDS)
+def test_same_drift_arguments_give_identical_bytes(
+    kind: DriftKind, drift_runs: dict[DriftKind | None, GeneratedData], tmp_path: Path
+) -> None:
+    # Given a second run with the same arguments and drift
+    again = _drift_run(tmp_path, kind)
+
+    # When both are read back
+    first = _read_all(drift_runs[kind].source_dir)
+
+    # Then the bytes are identical
+    assert _read_all(again.source_dir) == first
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "message"),
+    [
+        ("seasonality", DRIFT_START, r"unknown drift kind 'seasonality'; expected one of: amount_shift"),
+        ("amount_shift", "2026-10-27", "drift start must be a date"),
+        ("amount_shift", datetime(2026, 10, 27, tzinfo=UTC), "drift start must be a date"),
+    ],
+)
+def test_a_bad_drift_scenario_is_rejected_naming_the_problem(kind: Any, start: Any, message: str) -> None:
+    # Given / When / Then: an unknown kind, or a start that is not a day, is named in the error
+    with pytest.raises(ValueError, match=message):
+        DriftScenario(kind, start)
+
+
+@pytest.mark.parametrize("start", [END - timedelta(days=11), END, END + timedelta(days=3)])
+def test_a_drift_start_outside_the_window_is_rejected_before_anything_is_written(
+    start: date, tmp_path: Path
+) -> None:
+    # Given a 10-day window ending on END (its days are END-10 .. END-1)
+    scenario = DriftScenario("amount_shift", start)
+
+    # When / Then generating with a start outside it fails naming the start and the window
+    with pytest.raises(ValueError, match=rf"drift start {start} is outside the generated window"):
+        generate(tmp_path, SIZES["tiny"], days=10, end=END, drift=scenario)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_cli_generates_drifted_data_and_explains_bad_drift_options(
+    falaj_home: Path, tmp_path: Path
+) -> None:
+    # Given the `falaj generate` command run as a data engineer
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(
+            main,
+            ["generate", "--size", "tiny", "--days", "10", "--out", str(tmp_path / "out"), *args],
+            env={"FALAJ_USER": "data-engineer"},
+        )
+
+    # When it is asked for drift, well and badly
+    good = run("--drift", "broken_feed", "--drift-start", "2026-10-27")
+    unknown = run("--drift", "seasonality", "--drift-start", "2026-10-27")
+    outside = run("--drift", "amount_shift", "--drift-start", "2027-01-01")
+    half = run("--drift", "amount_shift")
+
+    # Then the good request writes drifted days, and each bad one exits non-zero with the reason
+    assert good.exit_code == 0, good.output
+    assert "drift broken_feed from 2026-10-27" in good.output
+    day = pd.read_csv(tmp_path / "out" / "transactions" / "2026-10-28.csv")
+    assert day[BROKEN_FEED_COLUMN].isna().mean() > 0.2
+    assert unknown.exit_code == 1 and "unknown drift kind 'seasonality'" in unknown.output
+    assert outside.exit_code == 1 and "outside the generated window" in outside.output
+    assert half.exit_code == 2 and "--drift and --drift-start go together" in half.output
