@@ -53,6 +53,7 @@ bench: venv
 	$(BIN)/python -m bench.feature_store --size demo
 	$(BIN)/python -m bench.model_latency
 	$(BIN)/python -m bench.serving --seconds 5
+	$(BIN)/python -m bench.drift
 
 # Long suites of their own: the audit chain's full tamper fuzz (1,000 mutations of 10,000 events).
 fuzz: venv

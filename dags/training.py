@@ -1,6 +1,7 @@
 """Train every model family of a use case on a point-in-time training set, gate it, and package it.
 
-Triggered by the `features` asset. `build_training_set` joins features as of each event;
+Triggered by the `features` asset, or by the `retrain` asset the monitoring DAG emits on new critical
+drift. `build_training_set` joins features as of each event;
 one `train_<family>` task per family runs `python -m models.train` (a local subprocess, or a GPU pod
 through the KubernetesPodOperator when `FALAJ_TRAINING_BACKEND=kubernetes`); `evaluate_gate` registers
 the candidates and makes the best the `challenger` only if it clears the use case's policy; `package`
@@ -20,7 +21,12 @@ def build(spec: UseCaseSpec) -> None:
     model = Asset(name=asset_name(spec.name, "model"))
 
     @dag(
-        **dag_args(spec, "training", [Asset(name=asset_name(spec.name, "features"))], lookback_days=60),
+        **dag_args(
+            spec,
+            "training",
+            Asset(name=asset_name(spec.name, "features")) | Asset(name=asset_name(spec.name, "retrain")),
+            lookback_days=60,
+        ),
         doc_md=__doc__,
     )
     def training_dag() -> None:

@@ -828,10 +828,10 @@ def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
 
 
 def _register_commands() -> None:
-    from pipelines.cli_monitor import alerts_group
+    from pipelines.cli_monitor import alerts_group, monitor_group
     from pipelines.cli_serving import rollout_group, serve, serving_group
 
-    for command in (rollout_group, serving_group, serve, alerts_group):
+    for command in (rollout_group, serving_group, serve, alerts_group, monitor_group):
         main.add_command(command)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import click
 
@@ -72,3 +74,37 @@ def _step(step: str, alert_id: int, note: str) -> None:
     except alerts.AlertError as refused:
         raise click.ClickException(str(refused)) from None
     click.echo(f"alert {alert_id} {status} by {user}")
+
+
+@click.group("monitor")
+def monitor_group() -> None:
+    """Drift and input-quality monitoring of the served champion (the daily `falaj_monitoring` DAG)."""
+
+
+@monitor_group.command("report")
+@click.option("--use-case", default="fraud", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Copy it here (an .html file).")
+@guarded("monitor.read", lambda a: a["use_case"])
+def monitor_report(use_case: str, out: Path | None) -> None:
+    """The latest monitoring run's HTML report: its path, or a copy at --out."""
+    from sqlalchemy import select
+
+    from pipelines import registry
+    from pipelines.registry import MonitorRun
+
+    with registry.session() as db:
+        run = db.scalar(
+            select(MonitorRun).where(MonitorRun.use_case == use_case).order_by(MonitorRun.window_end.desc())
+        )
+    if run is None or not run.report_uri:
+        raise click.ClickException(
+            f"no monitoring run for {use_case} yet: the falaj_monitoring DAG makes them"
+        )
+    report = Path(run.report_uri)
+    if not report.exists():
+        raise click.ClickException(f"the latest report {report} is gone (was its folder cleaned?)")
+    if out is not None:
+        shutil.copyfile(report, out)
+        report = out
+    verdict = f"{len(run.drifted)} drifted, {len(run.quality)} with input-quality findings"
+    click.echo(f"{report}  ({use_case} v{run.model_version}, {run.window_start:%Y-%m-%d}: {verdict})")

@@ -142,7 +142,9 @@ def lineage(
     features = list(manifest["features"])
     train = split_rows(training_set["uri"], "train")
     scores = onnx_scores(onnx_model(model_dir), train, features)
-    profile = write_reference_profile(model_dir, train, features, scores)
+    profile = write_reference_profile(
+        model_dir, train, features, scores, categorical=spec.monitoring.categorical
+    )
     return {
         "data_version": data_version(spec),
         "validation": {

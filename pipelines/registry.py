@@ -282,6 +282,25 @@ class MonitorAlert(Base):
     note: Mapped[str | None] = mapped_column(String(1024), default=None, doc="The last person's note.")
 
 
+class MonitorRun(Base):
+    """One monitoring window of a use case's champion: what drifted, input quality, and the report."""
+
+    __tablename__ = "monitor_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    use_case: Mapped[str] = mapped_column(String(63), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    rows: Mapped[int] = mapped_column(Integer, doc="Predictions the champion served in the window.")
+    insufficient: Mapped[bool] = mapped_column(Boolean, doc="Too few rows to judge: no alert either way.")
+    drifted: Mapped[list[str]] = mapped_column(doc="Features (and 'prediction') that drifted.")
+    quality: Mapped[list[str]] = mapped_column(doc="Features with a data-quality finding.")
+    features: Mapped[dict[str, Any]] = mapped_column(doc="Per feature: PSI, adjusted p, rates, findings.")
+    report_uri: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class PromotionRefusedError(RuntimeError):
     """A promotion or rollback the registry's rules forbid; the message says which rule."""
 

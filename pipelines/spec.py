@@ -199,6 +199,44 @@ class Processing(_Strict):
     )
 
 
+class MonitoringSpec(_Strict):
+    """How a served model's inputs and scores are compared with its reference profile, one window at a time.
+
+    A feature drifts when its test's p-value, Benjamini-Hochberg adjusted across the window's features, is
+    below ``false_discovery_rate`` and its PSI is at least ``psi_threshold``: the adjustment bounds false
+    alarms among many features, the PSI floor keeps a very large window from flagging a trivial shift.
+    Data-quality findings (missing values, out-of-range values, unseen categories) are reported apart.
+    """
+
+    categorical: list[Identifier] = Field(
+        default_factory=list,
+        description="Features profiled and tested as categories (shares, chi-square) rather than deciles.",
+    )
+    psi_threshold: float = Field(default=0.2, gt=0.0, description="Smallest PSI that counts as drift.")
+    false_discovery_rate: float = Field(
+        default=0.05, gt=0.0, lt=1.0, description="Benjamini-Hochberg q across the features of one window."
+    )
+    min_rows: int = Field(default=500, ge=1, description="A smaller window is insufficient, never an alert.")
+    max_missing_rate_increase: float = Field(
+        default=0.10, ge=0.0, le=1.0, description="Null rate above the reference's plus this is a finding."
+    )
+    max_out_of_range_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of values outside the reference [min, max] widened by 10% of the range.",
+    )
+    max_new_category_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Largest share of values in categories unseen at reference."
+    )
+
+    @model_validator(mode="after")
+    def _categorical_once(self) -> MonitoringSpec:
+        if len(set(self.categorical)) != len(self.categorical):
+            raise ValueError("categorical must not repeat a feature")
+        return self
+
+
 class UseCaseSpec(_Strict):
     """Everything the platform needs to know about one use case."""
 
@@ -219,6 +257,7 @@ class UseCaseSpec(_Strict):
     gate: GatePolicy
     serving: Serving
     processing: Processing
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> UseCaseSpec:

@@ -61,7 +61,9 @@ def test_files_are_short() -> None:
 
 
 def test_assets_link_the_chain(dagbag: Any) -> None:
-    """The features DAG is scheduled on what ingest produces, training on what features produces."""
+    """The features DAG is scheduled on what ingest produces; training on what features produces, or on
+    the monitoring DAG's request to retrain."""
+    monitoring = {outlet.name for task in dagbag.dags["falaj_monitoring"].tasks for outlet in task.outlets}
     for use_case in USE_CASES:
         produced = {
             stage: {
@@ -72,7 +74,10 @@ def test_assets_link_the_chain(dagbag: Any) -> None:
         features_on = dagbag.dags[f"{use_case}_features"].timetable.asset_condition
         training_on = dagbag.dags[f"{use_case}_training"].timetable.asset_condition
         assert {asset.name for asset in features_on.objects} <= produced["ingest"]
-        assert {asset.name for asset in training_on.objects} <= produced["features"]
+        assert {asset.name for asset in training_on.objects} == produced["features"] | {
+            f"falaj.{use_case}.retrain"
+        }
+        assert f"falaj.{use_case}.retrain" in monitoring
         assert produced["training"] == {f"falaj.{use_case}.model"}
 
 

@@ -11,7 +11,15 @@ import pytest
 import yaml
 
 from pipelines.settings import PROJECT_DIR, get_settings
-from pipelines.spec import SpecError, UseCaseSpec, list_specs, load_spec, load_spec_file, parse_spec
+from pipelines.spec import (
+    MonitoringSpec,
+    SpecError,
+    UseCaseSpec,
+    list_specs,
+    load_spec,
+    load_spec_file,
+    parse_spec,
+)
 
 FRAUD_SPEC_PATH = PROJECT_DIR / "usecases" / "fraud.yaml"
 
@@ -150,6 +158,54 @@ def test_parsed_spec_is_frozen(fraud_spec: UseCaseSpec) -> None:
             "should match pattern",
             id="feature-service-without-version",
         ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(window="1h"),
+            "monitoring.window",
+            "Extra inputs are not permitted",
+            id="monitoring-unknown-key",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(psi_threshold=0),
+            "monitoring.psi_threshold",
+            "greater than 0",
+            id="monitoring-psi-not-positive",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(false_discovery_rate=1.0),
+            "monitoring.false_discovery_rate",
+            "less than 1",
+            id="monitoring-fdr-one",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(min_rows=0),
+            "monitoring.min_rows",
+            "greater than or equal to 1",
+            id="monitoring-min-rows-zero",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(max_missing_rate_increase=1.5),
+            "monitoring.max_missing_rate_increase",
+            "less than or equal to 1",
+            id="monitoring-missing-rate-above-one",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(max_out_of_range_rate=-0.01),
+            "monitoring.max_out_of_range_rate",
+            "greater than or equal to 0",
+            id="monitoring-negative-out-of-range-rate",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(categorical=["mcc", "mcc"]),
+            "monitoring",
+            "categorical must not repeat a feature",
+            id="monitoring-categorical-repeated",
+        ),
+        pytest.param(
+            lambda raw: raw["monitoring"].update(categorical=["Merchant Category"]),
+            "monitoring.categorical.0",
+            "should match pattern",
+            id="monitoring-categorical-not-an-identifier",
+        ),
     ],
 )
 def test_bad_spec_names_field_path_and_reason(
@@ -225,3 +281,19 @@ def test_model_params_of_an_undeclared_family_names_the_declared_ones(fraud_spec
     assert fraud_spec.model_params("lightgbm")["num_leaves"] == 31
     with pytest.raises(SpecError, match=r"no model family 'xgboost' \(declared: lightgbm, pytorch_mlp\)"):
         fraud_spec.model_params("xgboost")
+
+
+def test_monitoring_section_is_read_and_optional(fraud_spec: UseCaseSpec) -> None:
+    # Given the shipped spec, and the same spec without its monitoring section
+    raw = _fraud_raw()
+    raw.pop("monitoring")
+
+    # When the latter is parsed
+    without = parse_spec(yaml.safe_dump(raw), origin="no-monitoring.yaml")
+
+    # Then the shipped one monitors fraud's codes and flags as categories, and the other gets the defaults
+    assert fraud_spec.monitoring.categorical == ["mcc", "is_ecommerce", "merchant_is_online"]
+    assert fraud_spec.monitoring.min_rows == 500
+    assert without.monitoring == MonitoringSpec()
+    assert without.monitoring.categorical == []
+    assert (without.monitoring.psi_threshold, without.monitoring.false_discovery_rate) == (0.2, 0.05)

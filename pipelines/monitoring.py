@@ -1,0 +1,264 @@
+"""One monitoring window of a use case: the champion's served traffic against its reference profile.
+
+Reads the prediction log (``pipelines/predictions.py``) for the window, compares every feature and the
+score with the reference profile recorded in the champion's lineage (``pipelines/drift.py``), records
+the run (table ``monitor_runs``), writes the HTML report, and turns what it found into alerts
+(``pipelines/alerts.py``): one for drift, one for input quality, each deduplicated across windows. A
+critical drift alert, when it is new or has just become critical, asks for retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from pipelines import alerts, lake, registry
+from pipelines.drift import FeatureDrift, compare
+from pipelines.monitor_report import Distribution, Report, Trend, write_report
+from pipelines.reference_profile import category_key
+from pipelines.registry import MonitorRun, Prediction
+from pipelines.settings import get_settings
+from pipelines.spec import UseCaseSpec
+
+TREND_WINDOWS = 30
+
+
+class MonitoringError(RuntimeError):
+    """The window cannot be judged (no reference profile, or one that does not verify); says why."""
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    use_case: str
+    model_version: int | None
+    window_start: datetime
+    window_end: datetime
+    rows: int
+    insufficient: bool
+    drifted: list[str]
+    quality: list[str]
+    report_uri: str | None
+    to_deliver: list[dict[str, Any]]  # alerts that are new or just escalated, as alerts.as_dict gives them
+    retrain: bool
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "use_case": self.use_case, "model_version": self.model_version,
+            "window": [self.window_start.isoformat(), self.window_end.isoformat()], "rows": self.rows,
+            "insufficient": self.insufficient, "drifted": self.drifted, "quality": self.quality,
+            "report_uri": self.report_uri, "to_deliver": self.to_deliver, "retrain": self.retrain,
+        }  # fmt: skip
+
+
+def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> MonitorResult:
+    """Judge ``[start, end)`` of the champion's traffic; record it, report it, raise its alerts.
+
+    Raises:
+        MonitoringError: the champion's reference profile is missing or not the one its lineage recorded.
+    """
+    with registry.session() as db:
+        champion = registry.resolve_alias(db, spec.name, "champion")
+    if champion is None:
+        return MonitorResult(spec.name, None, start, end, 0, True, [], [], None, [], False)
+    profile = _reference_profile(champion)
+    current = _served(spec.name, champion.version, champion.features, start, end)
+    results = compare(profile, current, spec.monitoring)
+    rows = len(current["prediction"])
+    insufficient = any(result.insufficient for result in results) or rows == 0
+    drifted = [r.name for r in results if r.drifted]
+    quality = [r.name for r in results if r.quality_issue]
+    with registry.session() as db, db.begin():
+        history = list(
+            db.scalars(
+                select(MonitorRun)
+                .where(MonitorRun.use_case == spec.name, MonitorRun.window_end < end)
+                .order_by(MonitorRun.window_end.desc())
+                .limit(TREND_WINDOWS - 1)
+            )
+        )[::-1]
+        report = _report_path(spec.name, start, end)
+        run = MonitorRun(
+            use_case=spec.name, model_version=champion.version, window_start=start, window_end=end, rows=rows,
+            insufficient=insufficient, drifted=drifted, quality=quality,
+            features={r.name: _summary(r) for r in results}, report_uri=str(report),
+        )  # fmt: skip
+        db.add(run)
+        write_report(report, _report(spec, champion.tag, run, results, profile, current, [*history, run]))
+        raised = [
+            alerts.raise_alert(db, finding)
+            for finding in _findings(spec, champion.version, start, end, results, str(report))
+        ]
+        to_deliver = [alerts.as_dict(alert) for alert, deliver in raised if deliver]
+    retrain = any(a["kind"] == "drift" and a["severity"] == "critical" for a in to_deliver)
+    return MonitorResult(
+        spec.name, champion.version, start, end, rows, insufficient, drifted, quality, str(report),
+        to_deliver, retrain,
+    )  # fmt: skip
+
+
+def _reference_profile(champion: registry.ModelVersion) -> dict[str, Any]:
+    recorded = (champion.lineage or {}).get("reference_profile")
+    if not recorded:
+        raise MonitoringError(f"{champion.tag} has no reference profile in its lineage: register it again")
+    path = Path(recorded["uri"])
+    if not path.exists():
+        raise MonitoringError(f"{champion.tag}'s reference profile {path} is missing")
+    if lake.sha256_file(path) != recorded["sha256"]:
+        raise MonitoringError(f"{champion.tag}'s reference profile {path} is not the one registered (sha256)")
+    return dict(json.loads(path.read_text()))
+
+
+def _served(
+    use_case: str, version: int, features: list[str], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """The window's answers of this version as columns: each feature, and the score as 'prediction'."""
+    import numpy as np
+
+    with registry.session() as db:
+        rows = db.execute(
+            select(Prediction.features, Prediction.score).where(
+                Prediction.use_case == use_case,
+                Prediction.model_version == version,
+                Prediction.shadow.is_(False),
+                Prediction.score.is_not(None),
+                Prediction.at >= start,
+                Prediction.at < end,
+            )
+        ).all()
+    nan = float("nan")
+    columns = {
+        name: np.array([nan if row.features.get(name) is None else row.features[name] for row in rows], float)
+        for name in features
+    }
+    columns["prediction"] = np.array([row.score for row in rows], dtype=float)
+    return columns
+
+
+def _summary(result: FeatureDrift) -> dict[str, Any]:
+    return {
+        "kind": result.kind, "psi": result.psi, "adjusted_p": result.adjusted_p, "drifted": result.drifted,
+        "quality_issue": result.quality_issue, "null_rate": result.null_rate,
+        "out_of_range_rate": result.out_of_range_rate, "findings": list(result.findings),
+    }  # fmt: skip
+
+
+def _findings(
+    spec: UseCaseSpec, version: int, start: datetime, end: datetime, results: list[FeatureDrift], report: str
+) -> list[alerts.Finding]:
+    common: dict[str, Any] = {"use_case": spec.name, "model_version": version, "window_start": start,
+                              "window_end": end, "report_uri": report}  # fmt: skip
+    found = []
+    drifted = sorted((r for r in results if r.drifted), key=lambda r: -(r.psi or 0))
+    if drifted:
+        # Critical: the scores themselves moved, or an input moved far past the threshold.
+        severe = any(
+            r.name == "prediction" or (r.psi or 0) >= 2 * spec.monitoring.psi_threshold for r in drifted
+        )
+        listed = ", ".join(f"{r.name} (PSI {r.psi:.2f})" for r in drifted)
+        found.append(
+            alerts.Finding(
+                kind="drift",
+                subject="features",
+                severity="critical" if severe else "warning",
+                summary=f"{len(drifted)} drifted in {start:%Y-%m-%d}..{end:%Y-%m-%d}: {listed}",
+                details={r.name: _summary(r) for r in drifted},
+                **common,
+            )
+        )
+    troubled = [r for r in results if r.quality_issue]
+    if troubled:
+        reasons = "; ".join(f"{r.name}: {', '.join(r.findings)}" for r in troubled)
+        found.append(
+            alerts.Finding(
+                kind="data_quality",
+                subject="serving inputs",
+                severity="warning",
+                summary=f"input quality in {start:%Y-%m-%d}..{end:%Y-%m-%d}: {reasons}",
+                details={r.name: _summary(r) for r in troubled},
+                **common,
+            )
+        )
+    return found
+
+
+def _report(
+    spec: UseCaseSpec,
+    tag: str,
+    run: MonitorRun,
+    results: list[FeatureDrift],
+    profile: dict[str, Any],
+    current: dict[str, Any],
+    history: list[MonitorRun],
+) -> Report:
+    flagged = [r for r in results if r.drifted or r.quality_issue]
+    ordered = flagged + [r for r in results if r not in flagged]
+    window = f"{run.window_start:%Y-%m-%d %H:%M} to {run.window_end:%Y-%m-%d %H:%M} UTC"
+    verdict = (
+        "too few predictions to judge" if run.insufficient
+        else f"{len(run.drifted)} drifted, {len(run.quality)} with input-quality findings"
+    )  # fmt: skip
+    trend_names = sorted({name for past in history for name in past.drifted} | {"prediction"})
+    windows = [f"{past.window_end:%m-%d}" for past in history]
+    return Report(
+        title=f"{spec.name} monitoring, {tag}, {window}",
+        summary=[("Model", tag), ("Window", window), ("Predictions", f"{run.rows:,}"), ("Verdict", verdict),
+                 ("Policy", f"PSI >= {spec.monitoring.psi_threshold} and BH-adjusted p < "
+                            f"{spec.monitoring.false_discovery_rate}")],
+        table_header=["feature", "kind", "PSI", "test", "adjusted p", "missing", "drifted", "findings"],
+        table_rows=[
+            [r.name, r.kind, _fmt(r.psi), r.test, _fmt(r.adjusted_p, ".1e"), f"{r.null_rate:.1%}",
+             "yes" if r.drifted else "no", "; ".join(r.findings)]
+            for r in ordered
+        ],
+        distributions=[_distribution(r, _entry(profile, r.name), current[r.name]) for r in flagged],
+        trends=[
+            Trend("PSI by window", windows,
+                  {name: [run.features.get(name, {}).get("psi") for run in history] for name in trend_names},
+                  spec.monitoring.psi_threshold),
+            Trend("Predictions by window", windows, {"rows": [float(past.rows) for past in history]}),
+        ],
+    )  # fmt: skip
+
+
+def _entry(profile: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(profile["prediction"] if name == "prediction" else profile["features"][name])
+
+
+def _distribution(result: FeatureDrift, reference: dict[str, Any], values: Any) -> Distribution:
+    """The reference's bins and the window's shares over them (categories: unseen ones pooled)."""
+    import numpy as np
+
+    present = values[~np.isnan(values)]
+    caption = f"PSI {_fmt(result.psi)}; " + "; ".join(result.findings)
+    if reference.get("kind") == "categorical":
+        shares = reference["categories"]
+        tally = Counter(category_key(v) for v in present)
+        labels = [*shares, "unseen"]
+        counts = [tally[label] for label in shares]
+        counts.append(present.size - sum(counts))
+        total = max(present.size, 1)
+        return Distribution(
+            result.name, labels, [*shares.values(), 0.0], [c / total for c in counts], caption
+        )
+    edges = np.asarray(reference.get("edges", []), dtype=float)
+    binned = np.bincount(np.searchsorted(edges, present, side="right"), minlength=edges.size + 1)
+    bounds = ["-inf", *(f"{e:.3g}" for e in edges), "inf"]
+    labels = [f"{low}..{high}" for low, high in pairwise(bounds)]
+    current = (binned / max(present.size, 1)).tolist()
+    return Distribution(result.name, labels, reference.get("shares", [0.0] * len(labels)), current, caption)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _report_path(use_case: str, start: datetime, end: datetime) -> Path:
+    stamp = f"{start.astimezone(UTC):%Y%m%dT%H%M}-{end.astimezone(UTC):%Y%m%dT%H%M}"
+    return get_settings().home / "reports" / "monitoring" / use_case / f"{stamp}.html"
