@@ -2,10 +2,11 @@
 
 `monitor_<use case>` compares the day's prediction log with the reference profile in the champion's
 lineage (PSI with a KS or chi-square test per feature and for the score, Benjamini-Hochberg across
-features), records the run and writes its HTML report (the path is in the task log), and raises
-deduplicated alerts (`falaj alerts list`). `deliver_<use case>` posts each new or escalated alert to
-the webhook and mails it. `request_retraining_<use case>` emits the `retrain` asset, which triggers the
-use case's training DAG, only when a critical drift alert was just raised; otherwise it is skipped.
+features), judges performance on the last days' predictions whose labels have landed, records the
+run and writes its HTML report (the path is in the task log), and raises deduplicated alerts (`falaj
+alerts list`). `deliver_<use case>` posts each new or escalated alert to the webhook and mails it.
+`request_retraining_<use case>` emits the `retrain` asset, which triggers the use case's training DAG,
+only when a critical drift or performance alert was just raised; otherwise it is skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def monitoring_dag() -> None:
             from pipelines.windows import window_extra
 
             if not result["retrain"]:
-                raise AirflowSkipException("no new critical drift: the champion keeps serving")
+                raise AirflowSkipException("nothing new and critical: the champion keeps serving")
             start, end = (datetime.fromisoformat(moment) for moment in result["window"])
             get_current_context()["outlet_events"][retrain].extra = window_extra(start, end)
             return f"retraining requested: drift in {', '.join(result['drifted'])}"

@@ -43,7 +43,7 @@ The statistics (:func:`analyse`), chosen for what the data is:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -168,11 +168,12 @@ def _partition_day(path: Any) -> date | None:
         return None  # an unpartitioned snapshot: always read
 
 
-def _labels(spec: UseCaseSpec, since: date | None) -> pd.DataFrame:
-    """``request_id`` -> ``label`` from the validated event source, from the day before ``since`` on.
+def load_labels(spec: UseCaseSpec, since: date | None, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """``request_id`` -> ``label`` (and the ``extra`` source columns, e.g. slices) from the validated event
+    source, from the day before ``since`` on.
 
-    Only two columns of the partitions that can hold the experiment's transactions are read; a later
-    partition's label for the same transaction wins (a corrected landing).
+    Only these columns of the partitions that can hold the transactions are read; a later partition's
+    label for the same transaction wins (a corrected landing).
     """
     import pandas as pd
 
@@ -181,13 +182,18 @@ def _labels(spec: UseCaseSpec, since: date | None) -> pd.DataFrame:
     paths = sorted(lake.zone_dir("validated", spec.name, source).glob("partition=*/data.parquet"))
     wanted = [p for p in paths if first is None or (day := _partition_day(p)) is None or day >= first]
     if not wanted:
-        return pd.DataFrame({"request_id": pd.Series(dtype=str), "label": pd.Series(dtype="float64")})
+        empty = {"request_id": pd.Series(dtype=str), "label": pd.Series(dtype="float64")}
+        return pd.DataFrame({**empty, **{column: pd.Series(dtype=str) for column in extra}})
     labels = pd.concat(
-        [pd.read_parquet(p, columns=[id_column, spec.label]) for p in wanted], ignore_index=True
+        [pd.read_parquet(p, columns=[id_column, spec.label, *extra]) for p in wanted], ignore_index=True
     )
     labels = labels.dropna(subset=[spec.label]).drop_duplicates(subset=[id_column], keep="last")
     return pd.DataFrame(
-        {"request_id": labels[id_column].astype(str), "label": labels[spec.label].astype("float64")}
+        {
+            "request_id": labels[id_column].astype(str),
+            "label": labels[spec.label].astype("float64"),
+            **{column: labels[column] for column in extra},
+        }
     )
 
 
@@ -244,7 +250,7 @@ def labelled_predictions(spec: UseCaseSpec, experiment_id: int) -> pd.DataFrame:
     frame["at"] = pd.to_datetime(frame["at"], utc=True)
     frame = _arm_rows(frame, mode, versions)
     since = frame["at"].min().date() if len(frame) else None
-    joined = frame.merge(_labels(spec, since), on="request_id", how="left", validate="many_to_one")
+    joined = frame.merge(load_labels(spec, since), on="request_id", how="left", validate="many_to_one")
     return joined[list(COLUMNS)].reset_index(drop=True)
 
 

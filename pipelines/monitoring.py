@@ -1,10 +1,13 @@
 """One monitoring window of a use case: the champion's served traffic against its reference profile.
 
 Reads the prediction log (``pipelines/predictions.py``) for the window, compares every feature and the
-score with the reference profile recorded in the champion's lineage (``pipelines/drift.py``), records
-the run (table ``monitor_runs``), writes the HTML report, and turns what it found into alerts
-(``pipelines/alerts.py``): one for drift, one for input quality, each deduplicated across windows. A
-critical drift alert, when it is new or has just become critical, asks for retraining.
+score with the reference profile recorded in the champion's lineage (``pipelines/drift.py``), and
+judges the champion's performance on the predictions of the lookback whose labels have arrived,
+against the gate's floors. It records the run (table ``monitor_runs``), writes the HTML report, and
+turns what it found into alerts (``pipelines/alerts.py``): one each for drift, input quality and
+performance, deduplicated across windows. A critical drift or performance alert, when it is new or
+has just become critical, asks for retraining; a critical performance alert also proposes rolling
+back to the previous champion (an approver decides).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> Monitor
     profile = _reference_profile(champion)
     current = _served(spec.name, champion.version, champion.features, start, end)
     results = compare(profile, current, spec.monitoring)
+    judged = performance(spec, champion.version, end)
     rows = len(current["prediction"])
     insufficient = any(result.insufficient for result in results) or rows == 0
     drifted = [r.name for r in results if r.drifted]
@@ -87,16 +91,17 @@ def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> Monitor
         run = MonitorRun(
             use_case=spec.name, model_version=champion.version, window_start=start, window_end=end, rows=rows,
             insufficient=insufficient, drifted=drifted, quality=quality,
-            features={r.name: _summary(r) for r in results}, report_uri=str(report),
+            features={r.name: _summary(r) for r in results}, performance=judged, report_uri=str(report),
         )  # fmt: skip
         db.add(run)
         write_report(report, _report(spec, champion.tag, run, results, profile, current, [*history, run]))
         raised = [
             alerts.raise_alert(db, finding)
             for finding in _findings(spec, champion.version, start, end, results, str(report))
+            + _performance_findings(db, spec, champion.version, start, end, judged, str(report))
         ]
         to_deliver = [alerts.as_dict(alert) for alert, deliver in raised if deliver]
-    retrain = any(a["kind"] == "drift" and a["severity"] == "critical" for a in to_deliver)
+    retrain = any(a["kind"] in ("drift", "performance") and a["severity"] == "critical" for a in to_deliver)
     return MonitorResult(
         spec.name, champion.version, start, end, rows, insufficient, drifted, quality, str(report),
         to_deliver, retrain,
@@ -139,6 +144,101 @@ def _served(
     }
     columns["prediction"] = np.array([row.score for row in rows], dtype=float)
     return columns
+
+
+def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any]:
+    """The version's predictions of the lookback before ``end`` whose labels have arrived, judged against
+    the gate's floors: ROC-AUC, precision and recall at the served threshold, calibration; per slice."""
+    import numpy as np
+    import pandas as pd
+
+    from models.metrics import classification_metrics, expected_calibration_error
+    from pipelines.experiment_analysis import load_labels
+
+    policy, gate = spec.monitoring, spec.gate
+    since = end - timedelta(days=policy.performance_lookback_days)
+    with registry.session() as db:
+        logged = db.execute(
+            select(Prediction.request_id, Prediction.score).where(
+                Prediction.use_case == spec.name,
+                Prediction.model_version == version,
+                Prediction.shadow.is_(False),
+                Prediction.score.is_not(None),
+                Prediction.at >= since,
+                Prediction.at < end,
+            )
+        ).all()
+    served = pd.DataFrame([tuple(row) for row in logged], columns=["request_id", "score"])
+    served = served.drop_duplicates(subset=["request_id"], keep="last")
+    labels = load_labels(spec, since.date(), extra=gate.slices)
+    joined = served.merge(labels, on="request_id", how="inner")
+    y, p = joined["label"].to_numpy(dtype=np.int64), joined["score"].to_numpy(dtype=np.float64)
+    result: dict[str, Any] = {
+        "since": since.isoformat(), "served": len(served), "labelled": len(joined),
+        "positives": int(y.sum()), "judged": False, "metrics": None, "slices": {}, "findings": [],
+    }  # fmt: skip
+    if len(joined) < policy.min_labelled or int(y.sum()) < policy.min_positives or y.min() == y.max():
+        return result
+    threshold = spec.serving.threshold
+    metrics = classification_metrics(y, p, threshold) | {"ece": expected_calibration_error(y, p)}
+    result.update(judged=True, metrics=metrics)
+    findings: list[str] = result["findings"]
+    if gate.min_roc_auc is not None and metrics["roc_auc"] < gate.min_roc_auc:
+        findings.append(f"ROC-AUC {metrics['roc_auc']:.3f} < {gate.min_roc_auc} (the gate's floor)")
+    if gate.max_ece is not None and metrics["ece"] > gate.max_ece:
+        findings.append(f"calibration error {metrics['ece']:.3f} > {gate.max_ece}")
+    for column in gate.slices:
+        for value, rows in joined.groupby(column):
+            ys, ps = rows["label"].to_numpy(dtype=np.int64), rows["score"].to_numpy(dtype=np.float64)
+            if len(rows) < gate.min_slice_rows or ys.sum() < gate.min_slice_positives or ys.min() == ys.max():
+                continue
+            auc = classification_metrics(ys, ps, threshold)["roc_auc"]
+            result["slices"][f"{column}={value}"] = {
+                "roc_auc": auc,
+                "n": len(rows),
+                "positives": int(ys.sum()),
+            }
+            if gate.min_roc_auc is not None and auc < gate.min_roc_auc:
+                findings.append(f"{column}={value}: ROC-AUC {auc:.3f} < {gate.min_roc_auc}")
+    return result
+
+
+def _performance_findings(
+    db: Any, spec: UseCaseSpec, version: int, start: datetime, end: datetime, judged: dict[str, Any],
+    report: str,
+) -> list[alerts.Finding]:  # fmt: skip
+    if not judged["findings"]:
+        return []
+    metrics = judged["metrics"]
+    below_floor = spec.gate.min_roc_auc is not None and metrics["roc_auc"] < spec.gate.min_roc_auc
+    previous = _previous_champion(db, spec.name, version)
+    proposal = (
+        f" Proposal: roll back to {spec.name}:v{previous} (`falaj models rollback {spec.name} --reason ...`)"
+        if below_floor and previous is not None else ""
+    )  # fmt: skip
+    return [
+        alerts.Finding(
+            use_case=spec.name, kind="performance", subject="model", model_version=version,
+            severity="critical" if below_floor else "warning", window_start=start, window_end=end,
+            report_uri=report, details=judged,
+            summary=f"{judged['labelled']:,} labelled predictions since {judged['since'][:10]}: "
+            + "; ".join(judged["findings"]) + "." + proposal,
+        )
+    ]  # fmt: skip
+
+
+def _previous_champion(db: Any, use_case: str, version: int) -> int | None:
+    """The champion before ``version``, if there was one: what a rollback would serve."""
+    events = db.scalars(
+        select(registry.AliasEvent)
+        .where(registry.AliasEvent.use_case == use_case, registry.AliasEvent.alias == "champion")
+        .order_by(registry.AliasEvent.id.desc())
+    )
+    for event in events:
+        earlier = db.get(registry.ModelVersion, event.version_id) if event.version_id else None
+        if earlier is not None and earlier.version != version:
+            return int(earlier.version)
+    return None
 
 
 def _summary(result: FeatureDrift) -> dict[str, Any]:
@@ -209,6 +309,7 @@ def _report(
     return Report(
         title=f"{spec.name} monitoring, {tag}, {window}",
         summary=[("Model", tag), ("Window", window), ("Predictions", f"{run.rows:,}"), ("Verdict", verdict),
+                 ("Performance", _performance_line(run.performance)),
                  ("Policy", f"PSI >= {spec.monitoring.psi_threshold} and BH-adjusted p < "
                             f"{spec.monitoring.false_discovery_rate}")],
         table_header=["feature", "kind", "PSI", "test", "adjusted p", "missing", "drifted", "findings"],
@@ -222,9 +323,25 @@ def _report(
             Trend("PSI by window", windows,
                   {name: [run.features.get(name, {}).get("psi") for run in history] for name in trend_names},
                   spec.monitoring.psi_threshold),
+            Trend("Performance on labelled predictions (lookback) by window", windows,
+                  {name: [(past.performance.get("metrics") or {}).get(name) for past in history]
+                   for name in ("roc_auc", "precision", "recall", "ece")},
+                  spec.gate.min_roc_auc),
             Trend("Predictions by window", windows, {"rows": [float(past.rows) for past in history]}),
         ],
     )  # fmt: skip
+
+
+def _performance_line(judged: dict[str, Any]) -> str:
+    labelled = f"{judged['labelled']:,} labelled of {judged['served']:,} since {judged['since'][:10]}"
+    if not judged["judged"]:
+        return f"not judged yet: {labelled}, {judged['positives']} positive"
+    metrics = judged["metrics"]
+    verdict = "; ".join(judged["findings"]) or "within the gate's floors"
+    return (
+        f"ROC-AUC {metrics['roc_auc']:.3f}, precision {metrics['precision']:.3f} and recall "
+        f"{metrics['recall']:.3f} at {metrics['threshold']}, ECE {metrics['ece']:.3f} ({labelled}): {verdict}"
+    )
 
 
 def _entry(profile: dict[str, Any], name: str) -> dict[str, Any]:

@@ -297,6 +297,9 @@ class MonitorRun(Base):
     drifted: Mapped[list[str]] = mapped_column(doc="Features (and 'prediction') that drifted.")
     quality: Mapped[list[str]] = mapped_column(doc="Features with a data-quality finding.")
     features: Mapped[dict[str, Any]] = mapped_column(doc="Per feature: PSI, adjusted p, rates, findings.")
+    performance: Mapped[dict[str, Any]] = mapped_column(
+        doc="On the labelled predictions of the lookback: counts, metrics, per slice, findings."
+    )
     report_uri: Mapped[str | None] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

@@ -230,6 +230,13 @@ class MonitoringSpec(_Strict):
         default=0.01, ge=0.0, le=1.0, description="Largest share of values in categories unseen at reference."
     )
 
+    performance_lookback_days: int = Field(
+        default=7, ge=1, le=366,
+        description="Labels arrive late: performance is judged on the predictions of this many days back.",
+    )  # fmt: skip
+    min_labelled: int = Field(default=500, ge=1, description="Fewer labelled predictions: not judged.")
+    min_positives: int = Field(default=20, ge=1, description="Fewer positive labels: not judged.")
+
     @model_validator(mode="after")
     def _categorical_once(self) -> MonitoringSpec:
         if len(set(self.categorical)) != len(self.categorical):

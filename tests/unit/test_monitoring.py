@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from pipelines import alerts, lake, registry
 from pipelines.monitoring import MonitoringError, monitor_window
@@ -37,7 +38,7 @@ def traffic(rng: np.random.Generator, n: int, amount_factor: float = 1.0, null_s
 
 
 def score(frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(1 / (1 + np.exp(-(np.log(frame.txn_amount_aed) - 6.5))))
+    return np.asarray(1 / (1 + np.exp(-4.5 * (np.log(frame.txn_amount_aed) - 5.8))))
 
 
 def register_champion(home: Path, spec: UseCaseSpec) -> registry.ModelVersion:
@@ -87,7 +88,7 @@ def test_thirty_clean_windows_raise_nothing(champion: registry.ModelVersion, fra
     with registry.session() as db:
         assert alerts.list_alerts(db) == []
     page = Path(results[-1].report_uri or "").read_text()
-    assert page.count("<svg") == 2  # the two trends; nothing flagged, so no distribution plots
+    assert page.count("<svg") == 3  # the three trends; nothing flagged, so no distribution plots
 
 
 def test_a_shift_is_flagged_on_its_first_day_and_alerted_once(
@@ -110,7 +111,7 @@ def test_a_shift_is_flagged_on_its_first_day_and_alerted_once(
         [stored] = alerts.list_alerts(db)
     assert stored.occurrences == 2
     page = Path(second.report_uri or "").read_text()
-    assert "<td>txn_amount_aed</td>" in page and page.count("<svg") == 4  # 2 distributions + 2 trends
+    assert "<td>txn_amount_aed</td>" in page and page.count("<svg") == 5  # 2 distributions + 3 trends
 
 
 def test_a_broken_feed_is_input_quality_not_retraining(
@@ -171,3 +172,65 @@ def test_the_latest_report_on_the_cli(
     shown = falaj("monitor", "report", "--out", str(tmp_path / "latest.html"))
     assert shown.exit_code == 0 and "2026-10-02: 2 drifted" in shown.output
     assert (tmp_path / "latest.html").read_text() == Path(latest.report_uri or "").read_text()
+
+
+def label(day: int, frame: pd.DataFrame, rng: np.random.Generator, informative: bool = True) -> None:
+    """The day's labels as they land in the validated source: the score's own odds, or a coin toss."""
+    odds = score(frame) if informative else np.full(len(frame), 0.3)
+    target = (
+        lake.zone_dir("validated", "fraud", "transactions")
+        / f"partition={(DAY0 + timedelta(days=day)).date()}"
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    n = len(frame)
+    pd.DataFrame(
+        {"transaction_id": [f"{day}-{i}" for i in range(n)], "is_fraud": (rng.random(n) < odds).astype(int),
+         "channel": rng.choice(["pos", "ecommerce"], n), "emirate": "Dubai"}
+    ).to_parquet(target / "data.parquet")  # fmt: skip
+
+
+def test_performance_is_judged_once_labels_arrive(
+    champion: registry.ModelVersion, fraud_spec: UseCaseSpec
+) -> None:
+    rng = np.random.default_rng(8)
+    frames = [traffic(rng, ROWS_PER_DAY) for _ in range(3)]
+    for day, frame in enumerate(frames):
+        serve(champion, day, frame)
+    # Before any label: reported as not judged, no alert
+    early = window(fraud_spec, 2)
+    with registry.session() as db:
+        run = db.scalars(select(registry.MonitorRun).order_by(registry.MonitorRun.id.desc())).first()
+        assert run is not None and run.performance["judged"] is False and run.performance["labelled"] == 0
+    assert early.to_deliver == []
+    # Labels that follow the score: judged within the gate's floors
+    for day, frame in enumerate(frames):
+        label(day, frame, rng)
+    healthy = window(fraud_spec, 2)
+    with registry.session() as db:
+        run = db.scalars(select(registry.MonitorRun).order_by(registry.MonitorRun.id.desc())).first()
+    assert run is not None and run.performance["judged"] and run.performance["labelled"] == 3 * ROWS_PER_DAY
+    assert run.performance["metrics"]["roc_auc"] > 0.9 and run.performance["findings"] == []
+    assert set(run.performance["slices"]) == {"channel=pos", "channel=ecommerce", "emirate=Dubai"}
+    assert healthy.to_deliver == []
+    assert "ROC-AUC" in Path(healthy.report_uri or "").read_text()
+
+
+def test_a_model_that_stopped_ranking_proposes_rollback_and_retraining(
+    champion: registry.ModelVersion, fraud_spec: UseCaseSpec
+) -> None:
+    # Given an earlier champion, and a current one whose scores no longer say anything about the labels
+    with registry.session() as db, db.begin():
+        newer = _add_version(db)
+        newer.features = champion.features
+        newer.lineage = champion.lineage
+        _decide(db, newer, passed=True)
+        registry.promote(db, "fraud", newer.version, approver="risk-officer", reason="second model")
+    rng = np.random.default_rng(9)
+    for day in range(3):
+        frame = traffic(rng, ROWS_PER_DAY)
+        serve(newer, day, frame)
+        label(day, frame, rng, informative=False)
+    result = window(fraud_spec, 2)
+    [alert] = [a for a in result.to_deliver if a["kind"] == "performance"]
+    assert alert["severity"] == "critical" and "ROC-AUC" in alert["summary"]
+    assert f"roll back to fraud:v{champion.version}" in alert["summary"] and result.retrain

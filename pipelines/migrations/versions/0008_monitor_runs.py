@@ -1,4 +1,4 @@
-"""monitor_runs: each monitoring window's drift and input-quality results, for trends and reports
+"""monitor_runs: each monitoring window's drift, input-quality and performance results, for trends and reports
 
 Revision ID: 0008
 Revises: 0007
@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("drifted", sa.JSON(), nullable=False),
         sa.Column("quality", sa.JSON(), nullable=False),
         sa.Column("features", sa.JSON(), nullable=False),
+        sa.Column("performance", sa.JSON(), nullable=False),
         sa.Column("report_uri", sa.String(1024), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
