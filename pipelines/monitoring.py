@@ -31,6 +31,7 @@ from pipelines.settings import get_settings
 from pipelines.spec import UseCaseSpec
 
 TREND_WINDOWS = 30
+DEGRADED = "degraded"  # the served-on-stale-features column; reported as the pseudo-feature "freshness"
 
 
 class MonitoringError(RuntimeError):
@@ -77,7 +78,9 @@ def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> Monitor
     rows = len(current["prediction"])
     insufficient = any(result.insufficient for result in results) or rows == 0
     drifted = [r.name for r in results if r.drifted]
-    quality = [r.name for r in results if r.quality_issue]
+    stale_rate = float(current[DEGRADED].mean()) if rows else 0.0
+    stale = not insufficient and stale_rate > spec.monitoring.max_stale_rate
+    quality = [r.name for r in results if r.quality_issue] + (["freshness"] if stale else [])
     with registry.session() as db, db.begin():
         history = list(
             db.scalars(
@@ -91,13 +94,16 @@ def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> Monitor
         run = MonitorRun(
             use_case=spec.name, model_version=champion.version, window_start=start, window_end=end, rows=rows,
             insufficient=insufficient, drifted=drifted, quality=quality,
-            features={r.name: _summary(r) for r in results}, performance=judged, report_uri=str(report),
+            features={r.name: _summary(r) for r in results} | {"freshness": {"stale_rate": stale_rate}},
+            performance=judged, report_uri=str(report),
         )  # fmt: skip
         db.add(run)
         write_report(report, _report(spec, champion.tag, run, results, profile, current, [*history, run]))
         raised = [
             alerts.raise_alert(db, finding)
-            for finding in _findings(spec, champion.version, start, end, results, str(report))
+            for finding in _findings(
+                spec, champion.version, start, end, results, stale_rate if stale else None, str(report)
+            )
             + _performance_findings(db, spec, champion.version, start, end, judged, str(report))
         ]
         to_deliver = [alerts.as_dict(alert) for alert, deliver in raised if deliver]
@@ -123,12 +129,13 @@ def _reference_profile(champion: registry.ModelVersion) -> dict[str, Any]:
 def _served(
     use_case: str, version: int, features: list[str], start: datetime, end: datetime
 ) -> dict[str, Any]:
-    """The window's answers of this version as columns: each feature, and the score as 'prediction'."""
+    """The window's answers of this version as columns: each feature, the score as 'prediction', and
+    whether the freshness policy replaced stale or missing online features."""
     import numpy as np
 
     with registry.session() as db:
         rows = db.execute(
-            select(Prediction.features, Prediction.score).where(
+            select(Prediction.features, Prediction.score, Prediction.degraded).where(
                 Prediction.use_case == use_case,
                 Prediction.model_version == version,
                 Prediction.shadow.is_(False),
@@ -143,6 +150,7 @@ def _served(
         for name in features
     }
     columns["prediction"] = np.array([row.score for row in rows], dtype=float)
+    columns[DEGRADED] = np.array([row.degraded for row in rows], dtype=bool)
     return columns
 
 
@@ -250,7 +258,13 @@ def _summary(result: FeatureDrift) -> dict[str, Any]:
 
 
 def _findings(
-    spec: UseCaseSpec, version: int, start: datetime, end: datetime, results: list[FeatureDrift], report: str
+    spec: UseCaseSpec,
+    version: int,
+    start: datetime,
+    end: datetime,
+    results: list[FeatureDrift],
+    stale_rate: float | None,
+    report: str,
 ) -> list[alerts.Finding]:
     common: dict[str, Any] = {"use_case": spec.name, "model_version": version, "window_start": start,
                               "window_end": end, "report_uri": report}  # fmt: skip
@@ -273,15 +287,20 @@ def _findings(
             )
         )
     troubled = [r for r in results if r.quality_issue]
-    if troubled:
-        reasons = "; ".join(f"{r.name}: {', '.join(r.findings)}" for r in troubled)
+    reasons = [f"{r.name}: {', '.join(r.findings)}" for r in troubled]
+    if stale_rate is not None:
+        reasons.append(
+            f"freshness: {stale_rate:.1%} of answers were served on stale or missing online features "
+            f"(more than {spec.monitoring.max_stale_rate:.0%}): is materialization or the stream behind?"
+        )
+    if reasons:
         found.append(
             alerts.Finding(
                 kind="data_quality",
                 subject="serving inputs",
                 severity="warning",
-                summary=f"input quality in {start:%Y-%m-%d}..{end:%Y-%m-%d}: {reasons}",
-                details={r.name: _summary(r) for r in troubled},
+                summary=f"input quality in {start:%Y-%m-%d}..{end:%Y-%m-%d}: {'; '.join(reasons)}",
+                details={r.name: _summary(r) for r in troubled} | {"stale_rate": stale_rate},
                 **common,
             )
         )
@@ -302,7 +321,8 @@ def _report(
     window = f"{run.window_start:%Y-%m-%d %H:%M} to {run.window_end:%Y-%m-%d %H:%M} UTC"
     verdict = (
         "too few predictions to judge" if run.insufficient
-        else f"{len(run.drifted)} drifted, {len(run.quality)} with input-quality findings"
+        else f"{len(run.drifted)} drifted, {len(run.quality)} with input-quality findings; "
+        f"{run.features['freshness']['stale_rate']:.1%} served on stale features"
     )  # fmt: skip
     trend_names = sorted({name for past in history for name in past.drifted} | {"prediction"})
     windows = [f"{past.window_end:%m-%d}" for past in history]

@@ -230,6 +230,10 @@ class MonitoringSpec(_Strict):
         default=0.01, ge=0.0, le=1.0, description="Largest share of values in categories unseen at reference."
     )
 
+    max_stale_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Largest share of answers the freshness policy served on stale or missing features.",
+    )  # fmt: skip
     performance_lookback_days: int = Field(
         default=7, ge=1, le=366,
         description="Labels arrive late: performance is judged on the predictions of this many days back.",

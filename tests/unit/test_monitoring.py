@@ -60,15 +60,17 @@ def champion(falaj_home: Path, fraud_spec: UseCaseSpec) -> registry.ModelVersion
     return register_champion(falaj_home, fraud_spec)
 
 
-def serve(version: registry.ModelVersion, day: int, frame: pd.DataFrame) -> None:
+def serve(version: registry.ModelVersion, day: int, frame: pd.DataFrame, degraded_share: float = 0.0) -> None:
     """Log the day's answers as the scoring service does."""
     at = DAY0 + timedelta(days=day, hours=12)
     scores = score(frame)
+    degraded = np.random.default_rng(day).random(len(frame)) < degraded_share
     write_rows([
         {"at": at, "use_case": "fraud", "request_id": f"{day}-{i}", "unit": f"u{i}", "arm": "champion",
          "model_version": version.version, "experiment_id": None, "shadow": False, "score": float(scores[i]),
-         "decision": "approve", "threshold": 0.5, "latency_ms": 1.0, "degraded": False, "error": None,
-         "features": {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}, "freshness": {}}
+         "decision": "approve", "threshold": 0.5, "latency_ms": 1.0, "degraded": bool(degraded[i]),
+         "error": None, "freshness": {},
+         "features": {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}}
         for i, row in enumerate(frame.to_dict("records"))
     ])  # fmt: skip
 
@@ -234,3 +236,18 @@ def test_a_model_that_stopped_ranking_proposes_rollback_and_retraining(
     [alert] = [a for a in result.to_deliver if a["kind"] == "performance"]
     assert alert["severity"] == "critical" and "ROC-AUC" in alert["summary"]
     assert f"roll back to fraud:v{champion.version}" in alert["summary"] and result.retrain
+
+
+def test_answers_on_stale_features_are_an_input_quality_finding(
+    champion: registry.ModelVersion, fraud_spec: UseCaseSpec
+) -> None:
+    rng = np.random.default_rng(10)
+    serve(champion, 0, traffic(rng, ROWS_PER_DAY), degraded_share=0.02)
+    assert window(fraud_spec, 0).quality == []  # under the spec's 5%
+    serve(champion, 1, traffic(rng, ROWS_PER_DAY), degraded_share=0.3)
+    result = window(fraud_spec, 1)
+    assert result.quality == ["freshness"] and result.drifted == [] and not result.retrain
+    [alert] = result.to_deliver
+    assert (
+        alert["kind"] == "data_quality" and "served on stale or missing online features" in alert["summary"]
+    )
