@@ -84,7 +84,7 @@ def test_migrations_match_the_models_on_postgres(postgres_url: str) -> None:
 
 
 def test_the_prediction_log_copies_rows_into_postgres_unchanged(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     from datetime import UTC, datetime
 
@@ -94,6 +94,8 @@ def test_the_prediction_log_copies_rows_into_postgres_unchanged(
     from pipelines.settings import get_settings
 
     monkeypatch.setenv("FALAJ_DATABASE_URL", postgres_url.replace("+psycopg2", "+psycopg"))
+    # Settings are cached for the process: later tests must not inherit this database, dropped after.
+    request.addfinalizer(get_settings.cache_clear)
     get_settings.cache_clear()
     registry.engine.cache_clear()
     served = {"at": datetime(2026, 11, 28, 9, 30, 1, 123456, tzinfo=UTC), "use_case": "fraud",
