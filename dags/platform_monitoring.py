@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from falaj_airflow.alerts import failure_alerts
 from falaj_airflow.runs import asset_name, platform_dag_args, run_window
 
 from pipelines.spec import list_specs
@@ -21,7 +22,8 @@ from pipelines.spec import list_specs
 
 @dag(**platform_dag_args("monitoring", CronDataIntervalTimetable("@daily", timezone="UTC")), doc_md=__doc__)
 def monitoring_dag() -> None:
-    @task
+    # A monitor that cannot judge (a reference profile that does not verify) is itself an incident.
+    @task(on_failure_callback=failure_alerts("monitoring_failed", "critical"))
     def monitor(use_case: str) -> dict[str, Any]:
         import logging
 

@@ -44,8 +44,13 @@ def alert_payload(context: Any, kind: str, severity: str) -> dict[str, Any]:
 
 def data_quality_alerts() -> list[BaseNotifier]:
     """The notifiers configured for a failed quality gate; with none, the failed task is the alert."""
+    return failure_alerts("data_quality", "high")
+
+
+def failure_alerts(kind: str, severity: str) -> list[BaseNotifier]:
+    """The notifiers configured for a task whose failure someone must hear about."""
     url = get_settings().alert_webhook_url
-    return [WebhookNotifier(url, kind="data_quality", severity="high")] if url else []
+    return [WebhookNotifier(url, kind=kind, severity=severity)] if url else []
 
 
 class AlertWebhookNotifier(BaseNotifier):

@@ -1,4 +1,4 @@
-"""Quality gates carry the configured alert notifiers; without one configured they carry none."""
+"""Quality gates and the monitor carry the configured alert notifiers; without one configured, none."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def gate_callbacks(monkeypatch: pytest.MonkeyPatch, url: str | None) -> dict[str
     return {
         "validate": bag.dags["fraud_ingest"].get_task("validate").on_failure_callback,
         "build_tables": bag.dags["fraud_features"].get_task("build_tables").on_failure_callback,
+        "monitor": bag.dags["falaj_monitoring"].get_task("monitor_fraud").on_failure_callback,
     }
 
 
@@ -34,13 +35,14 @@ def test_quality_gates_post_to_the_configured_webhook(
 ) -> None:
     from falaj_airflow.alerts import WebhookNotifier
 
-    for callbacks in gate_callbacks(monkeypatch, "http://alerts.example/hook").values():
+    expected = {"validate": ("data_quality", "high"), "build_tables": ("data_quality", "high"),
+                "monitor": ("monitoring_failed", "critical")}  # fmt: skip
+    for task, callbacks in gate_callbacks(monkeypatch, "http://alerts.example/hook").items():
         [notifier] = callbacks
         assert isinstance(notifier, WebhookNotifier)
         assert (notifier.url, notifier.kind, notifier.severity) == (
             "http://alerts.example/hook",
-            "data_quality",
-            "high",
+            *expected[task],
         )
 
 
