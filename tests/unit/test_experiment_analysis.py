@@ -19,6 +19,7 @@ from pipelines import experiment_analysis as ea
 from pipelines.predictions import write_rows
 from pipelines.spec import UseCaseSpec
 from pipelines.validate import cast_to_declared, dataset_dir, publish
+from tests.registry_rows import add_version, decide
 
 TRAINER, APPROVER = "ml-engineer", "risk-officer"
 DAY = datetime(2026, 11, 20, 9, tzinfo=UTC)
@@ -29,38 +30,9 @@ SMALL = {"min_labelled": 200, "min_positives": 20}  # test-sized minimums (the d
 
 
 def _add_version(db: Session) -> registry.ModelVersion:
-    version = registry.ModelVersion(
-        use_case="fraud",
-        version=registry.next_version(db, "fraud"),
-        family="lightgbm",
-        artifact_uri="/artifacts/fraud/lightgbm",
-        onnx_sha256="0" * 64,
-        parity_max_abs_diff=1e-6,
-        metrics={"pr_auc": 0.5},
-        params={},
-        features=["amount_aed"],
-        feature_service="fraud_v2",
-        training_set_uri="/lake/ts",
-        training_set_sha256="1" * 64,
-        code_version="abc123",
-        created_by=TRAINER,
-    )
-    db.add(version)
-    db.flush()
-    db.add(
-        registry.GateDecision(
-            use_case="fraud",
-            candidate_id=version.id,
-            metric="pr_auc",
-            candidate_value=0.8,
-            min_value=0.5,
-            min_improvement=0.0,
-            passed=True,
-            reason="clears the floor",
-            decided_by="falaj-system",
-        )
-    )
-    db.flush()
+    """A version the gate passed."""
+    version = add_version(db, features=("amount_aed",), created_by=TRAINER)
+    decide(db, version, passed=True)
     return version
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines import registry
+from tests.registry_rows import add_version, decide
 
 
 @pytest.fixture
@@ -22,35 +23,13 @@ def db(tmp_path: Path) -> Iterator[Session]:
     engine.dispose()
 
 
-def _add_version(db: Session, use_case: str = "fraud", family: str = "lightgbm") -> registry.ModelVersion:
-    version = registry.ModelVersion(
-        use_case=use_case,
-        version=registry.next_version(db, use_case),
-        family=family,
-        artifact_uri=f"/artifacts/{use_case}/{family}",
-        onnx_sha256="0" * 64,
-        parity_max_abs_diff=1e-6,
-        metrics={"pr_auc": 0.5},
-        params={"num_leaves": 31},
-        features=["txn_count_1h"],
-        feature_service=f"{use_case}_v1",
-        training_set_uri="/lake/ts",
-        training_set_sha256="1" * 64,
-        code_version="abc123",
-        created_by="risk-officer",
-    )
-    db.add(version)
-    db.flush()
-    return version
-
-
 def test_versions_count_up_per_use_case(db: Session) -> None:
     # Given an empty registry
     assert registry.next_version(db, "fraud") == 1
 
     # When two fraud models and one of another use case are recorded
-    first, second = _add_version(db), _add_version(db, family="pytorch_mlp")
-    other = _add_version(db, use_case="aml")
+    first, second = add_version(db), add_version(db, family="pytorch_mlp")
+    other = add_version(db, use_case="aml")
 
     # Then fraud is at v1, v2 with v3 next; the other use case numbers independently
     assert (first.version, second.version, other.version) == (1, 2, 1)
@@ -62,7 +41,7 @@ def test_versions_count_up_per_use_case(db: Session) -> None:
 
 def test_a_version_number_cannot_be_taken_twice(db: Session) -> None:
     # Given fraud v1 recorded
-    taken = _add_version(db)
+    taken = add_version(db)
 
     # When another row claims the same (use case, version)
     duplicate = registry.ModelVersion(
@@ -81,7 +60,7 @@ def test_a_version_number_cannot_be_taken_twice(db: Session) -> None:
 
 def test_version_round_trips_its_lineage(db: Session) -> None:
     # Given a recorded version committed and read back in a fresh session
-    version = _add_version(db)
+    version = add_version(db)
     db.commit()
     with Session(db.get_bind()) as fresh:
         loaded = fresh.scalar(select(registry.ModelVersion).where(registry.ModelVersion.id == version.id))
@@ -96,7 +75,7 @@ def test_version_round_trips_its_lineage(db: Session) -> None:
 
 def test_unset_alias_resolves_to_nothing(db: Session) -> None:
     # Given a version but no alias events
-    _add_version(db)
+    add_version(db)
 
     # Then no alias points anywhere yet
     assert registry.resolve_alias(db, "fraud", "champion") is None
@@ -104,7 +83,7 @@ def test_unset_alias_resolves_to_nothing(db: Session) -> None:
 
 def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
     # Given two versions
-    v1, v2 = _add_version(db), _add_version(db)
+    v1, v2 = add_version(db), add_version(db)
 
     # When champion moves v1 -> v2 -> back to v1 (a rollback)
     registry.set_alias(db, "fraud", "champion", v1, "approver@bank.ae", "first model")
@@ -133,7 +112,7 @@ def test_latest_alias_event_wins_and_history_is_kept(db: Session) -> None:
 
 def test_aliases_are_independent_per_name_and_use_case(db: Session) -> None:
     # Given fraud v1, v2 and aml v1
-    v1, v2, aml = _add_version(db), _add_version(db), _add_version(db, use_case="aml")
+    v1, v2, aml = add_version(db), add_version(db), add_version(db, use_case="aml")
 
     # When fraud's champion and challenger and aml's champion are set
     registry.set_alias(db, "fraud", "champion", v1, "a", "r")
@@ -150,7 +129,7 @@ def test_aliases_are_independent_per_name_and_use_case(db: Session) -> None:
 
 def test_unknown_alias_is_refused_and_nothing_recorded(db: Session) -> None:
     # Given a version
-    version = _add_version(db)
+    version = add_version(db)
 
     # When an alias outside the fixed vocabulary is set
     with pytest.raises(ValueError, match="unknown alias 'production'"):
@@ -161,26 +140,9 @@ def test_unknown_alias_is_refused_and_nothing_recorded(db: Session) -> None:
     assert db.scalars(select(registry.AliasEvent)).all() == []
 
 
-def _decide(db: Session, version: registry.ModelVersion, passed: bool) -> registry.GateDecision:
-    decision = registry.GateDecision(
-        use_case=version.use_case,
-        candidate_id=version.id,
-        metric="pr_auc",
-        candidate_value=0.8,
-        min_value=0.5,
-        min_improvement=0.0,
-        passed=passed,
-        reason="pr_auc 0.8000 clears the floor" if passed else "pr_auc 0.4000 is below the floor",
-        decided_by="falaj-system",
-    )
-    db.add(decision)
-    db.flush()
-    return decision
-
-
 def test_trainer_cannot_approve_their_own_model(db: Session) -> None:
-    version = _add_version(db)
-    _decide(db, version, passed=True)
+    version = add_version(db)
+    decide(db, version, passed=True)
     with pytest.raises(registry.PromotionRefusedError, match="risk-officer trained fraud:v1"):
         registry.promote(db, "fraud", 1, approver="risk-officer", reason="looks good")
     assert registry.resolve_alias(db, "fraud", "champion") is None
@@ -188,8 +150,8 @@ def test_trainer_cannot_approve_their_own_model(db: Session) -> None:
 
 
 def test_a_refused_or_ungated_version_cannot_be_promoted(db: Session) -> None:
-    refused, ungated = _add_version(db), _add_version(db)
-    _decide(db, refused, passed=False)
+    refused, ungated = add_version(db), add_version(db)
+    decide(db, refused, passed=False)
     with pytest.raises(registry.PromotionRefusedError, match="below the floor"):
         registry.promote(db, "fraud", refused.version, approver="demo-approver", reason="override")
     with pytest.raises(registry.PromotionRefusedError, match="never evaluated"):
@@ -197,10 +159,10 @@ def test_a_refused_or_ungated_version_cannot_be_promoted(db: Session) -> None:
 
 
 def test_approval_promotes_archives_the_old_champion_and_is_recorded(db: Session) -> None:
-    first, second = _add_version(db), _add_version(db)
-    _decide(db, first, passed=True)
+    first, second = add_version(db), add_version(db)
+    decide(db, first, passed=True)
     registry.promote(db, "fraud", 1, approver="demo-approver", reason="first model")
-    decision = _decide(db, second, passed=True)
+    decision = decide(db, second, passed=True)
     registry.set_alias(db, "fraud", "challenger", second, "falaj-system", "gate passed")
     registry.promote(db, "fraud", 2, approver="oncall", reason="better recall")
     assert registry.resolve_alias(db, "fraud", "challenger") is None
@@ -218,9 +180,9 @@ def test_approval_promotes_archives_the_old_champion_and_is_recorded(db: Session
 
 
 def test_rollback_returns_to_the_previous_champion_or_a_named_earlier_one(db: Session) -> None:
-    versions = [_add_version(db) for _ in range(3)]
+    versions = [add_version(db) for _ in range(3)]
     for version in versions:
-        _decide(db, version, passed=True)
+        decide(db, version, passed=True)
         registry.promote(db, "fraud", version.version, approver="demo-approver", reason="gate passed")
 
     assert registry.rollback(db, "fraud", "oncall", "v3 misbehaves").version == 2
@@ -231,8 +193,8 @@ def test_rollback_returns_to_the_previous_champion_or_a_named_earlier_one(db: Se
 
 
 def test_rollback_only_to_a_former_champion(db: Session) -> None:
-    first, never = _add_version(db), _add_version(db)
-    _decide(db, first, passed=True)
+    first, never = add_version(db), add_version(db)
+    decide(db, first, passed=True)
     with pytest.raises(registry.PromotionRefusedError, match="no champion"):
         registry.rollback(db, "fraud", "oncall", "nothing yet")
     registry.promote(db, "fraud", 1, approver="demo-approver", reason="first")
@@ -256,8 +218,8 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
 
 
 def test_the_registry_itself_refuses_a_user_without_the_approver_role(db: Session) -> None:
-    version = _add_version(db)
-    _decide(db, version, passed=True)
+    version = add_version(db)
+    decide(db, version, passed=True)
     denied = r"ml-engineer \(ml-engineer\) may not model\.promote"
     with pytest.raises(registry.PromotionRefusedError, match=denied):
         registry.promote(db, "fraud", 1, approver="ml-engineer", reason="I trust it")

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from pipelines import audit, authz, registry, rollout
 from pipelines.rollout import Budget, CanaryGuard, assign_arm
+from tests.registry_rows import add_version
+from tests.registry_rows import decide as _decide
 
 UNITS = [f"customer-{i:05d}" for i in range(10_000)]
 TRAINER, APPROVER, ONCALL = "ml-engineer", "risk-officer", "oncall"
@@ -233,42 +235,7 @@ def db(falaj_home: Path) -> Iterator[Session]:
 
 
 def _add_version(db: Session, use_case: str = "fraud") -> registry.ModelVersion:
-    version = registry.ModelVersion(
-        use_case=use_case,
-        version=registry.next_version(db, use_case),
-        family="lightgbm",
-        artifact_uri=f"/artifacts/{use_case}/lightgbm",
-        onnx_sha256="0" * 64,
-        parity_max_abs_diff=1e-6,
-        metrics={"pr_auc": 0.5},
-        params={"num_leaves": 31},
-        features=["txn_count_1h", "amount_aed"],
-        feature_service=f"{use_case}_v1",
-        training_set_uri="/lake/ts",
-        training_set_sha256="1" * 64,
-        code_version="abc123",
-        created_by=TRAINER,
-    )
-    db.add(version)
-    db.flush()
-    return version
-
-
-def _decide(db: Session, version: registry.ModelVersion, passed: bool) -> None:
-    db.add(
-        registry.GateDecision(
-            use_case=version.use_case,
-            candidate_id=version.id,
-            metric="pr_auc",
-            candidate_value=0.8,
-            min_value=0.5,
-            min_improvement=0.0,
-            passed=passed,
-            reason="pr_auc clears the floor" if passed else "pr_auc 0.4000 is below the floor",
-            decided_by="falaj-system",
-        )
-    )
-    db.flush()
+    return add_version(db, use_case, features=("txn_count_1h", "amount_aed"), created_by=TRAINER)
 
 
 def _experiment_events(db: Session) -> list[dict[str, object]]:
