@@ -133,17 +133,7 @@ def _served(
     whether the freshness policy replaced stale or missing online features."""
     import numpy as np
 
-    with registry.session() as db:
-        rows = db.execute(
-            select(Prediction.features, Prediction.score, Prediction.degraded).where(
-                Prediction.use_case == use_case,
-                Prediction.model_version == version,
-                Prediction.shadow.is_(False),
-                Prediction.score.is_not(None),
-                Prediction.at >= start,
-                Prediction.at < end,
-            )
-        ).all()
+    rows = _answers(use_case, version, start, end, Prediction.features, Prediction.score, Prediction.degraded)
     nan = float("nan")
     columns = {
         name: np.array([nan if row.features.get(name) is None else row.features[name] for row in rows], float)
@@ -152,6 +142,20 @@ def _served(
     columns["prediction"] = np.array([row.score for row in rows], dtype=float)
     columns[DEGRADED] = np.array([row.degraded for row in rows], dtype=bool)
     return columns
+
+
+def _answers(use_case: str, version: int, start: datetime, end: datetime, *columns: Any) -> list[Any]:
+    """``columns`` of the scores this version returned to callers in ``[start, end)``."""
+    with registry.session() as db:
+        return list(
+            db.execute(
+                select(*columns).where(
+                    Prediction.use_case == use_case, Prediction.model_version == version,
+                    Prediction.shadow.is_(False), Prediction.score.is_not(None),
+                    Prediction.at >= start, Prediction.at < end,
+                )
+            )
+        )  # fmt: skip
 
 
 def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any]:
@@ -165,17 +169,7 @@ def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any
 
     policy, gate = spec.monitoring, spec.gate
     since = end - timedelta(days=policy.performance_lookback_days)
-    with registry.session() as db:
-        logged = db.execute(
-            select(Prediction.request_id, Prediction.score).where(
-                Prediction.use_case == spec.name,
-                Prediction.model_version == version,
-                Prediction.shadow.is_(False),
-                Prediction.score.is_not(None),
-                Prediction.at >= since,
-                Prediction.at < end,
-            )
-        ).all()
+    logged = _answers(spec.name, version, since, end, Prediction.request_id, Prediction.score)
     served = pd.DataFrame([tuple(row) for row in logged], columns=["request_id", "score"])
     served = served.drop_duplicates(subset=["request_id"], keep="last")
     labels = load_labels(spec, since.date(), extra=gate.slices)
