@@ -391,5 +391,5 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def _report_path(use_case: str, start: datetime, end: datetime) -> Path:
-    stamp = f"{start.astimezone(UTC):%Y%m%dT%H%M}-{end.astimezone(UTC):%Y%m%dT%H%M}"
+    stamp = f"{start.astimezone(UTC):%Y%m%dT%H%M%S}-{end.astimezone(UTC):%Y%m%dT%H%M%S}"
     return get_settings().home / "reports" / "monitoring" / use_case / f"{stamp}.html"

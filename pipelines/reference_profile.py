@@ -79,21 +79,23 @@ def categorical_profile(values: Any, name: str = "feature") -> dict[str, Any]:
 
 
 def write_reference_profile(
-    model_dir: Path, train: Any, features: list[str], scores: Any, categorical: Collection[str] = ()
+    model_dir: Path, rows: Any, features: list[str], scores: Any, categorical: Collection[str] = (),
+    split: str = "valid",
 ) -> Path:
-    """Profile the training rows' features and the model's scores on them; written beside the model.
+    """Profile ``rows`` (the training set's ``split``) and the model's scores on them; written beside the
+    model.
 
     ``categorical`` (the spec's ``monitoring.categorical``) names the features profiled as categories;
     names the model does not use are ignored, so one list serves every feature service of a use case.
     """
 
     def profile_of(name: str) -> dict[str, Any]:
-        values = train[name].to_numpy(dtype="float64")
+        values = rows[name].to_numpy(dtype="float64")
         return categorical_profile(values, name) if name in categorical else column_profile(values)
 
     profile = {
-        "rows": len(train),
-        "split": "train",
+        "rows": len(rows),
+        "split": split,
         "bins": BINS,
         "features": {name: profile_of(name) for name in features},
         "prediction": column_profile(scores),
