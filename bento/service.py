@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bento.guard import Guard
+from bento.listening import spread_connections
 from pipelines.freshness import StaleFeaturesError, apply_policy
 from pipelines.rollout import ModelRef
 from pipelines.serving import LoadedModel, Serving, Snapshot, prediction_row
@@ -34,6 +35,8 @@ HOT_ROUTES = ["/v1/score", "/v1/score/batch", "/v1/score/features"]
 # BentoML 1.4 reads `model_fields` off the request model on every call, and Feast resets the warnings
 # registry on every fetch: without this, each request would log the same deprecation warning.
 warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211)
+# A worker imports this module before uvicorn takes the listening socket it inherited: swap it now.
+spread_connections()
 
 
 class BuildArgs(BaseModel):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -97,6 +100,26 @@ def test_every_route_has_a_rule(served: dict[str, Any]) -> None:
     assert fast["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("FeatureVectorBody")
     not_post = served["consumer"].get("/v1/score/features")
     assert not_post.status_code == 405 and not_post.headers["allow"] == "POST"
+
+
+def test_a_burst_of_new_connections_spreads_over_both_workers(served: dict[str, Any]) -> None:
+    # A pool of keep-alive connections opened at once, as a load balancer or a client pool does: on one
+    # shared listening socket, the first worker to wake accepted them all (bento/listening.py).
+    address = ("127.0.0.1", httpx.URL(served["url"]).port)
+    clients = [socket.create_connection(address) for _ in range(32)]
+    ours = {client.getsockname()[1] for client in clients}
+    try:
+        time.sleep(1)
+        accepted = Counter(
+            held.pid for held in psutil.net_connections("tcp")
+            if held.laddr and held.laddr.port == address[1] and held.raddr and held.raddr.port in ours
+            and held.pid is not None
+        )  # fmt: skip
+    finally:
+        for client in clients:
+            client.close()
+    assert sum(accepted.values()) == 32 and len(accepted) == 2, accepted
+    assert min(accepted.values()) >= 6, accepted  # 16 each is fair; 32 and 0 was the bug
 
 
 def test_the_front_door_answers_4xx_never_5xx(served: dict[str, Any], demo_run: dict[str, Any]) -> None:
