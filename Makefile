@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-unit test-dags test-integration lint typecheck clean dvc-repro bench fuzz
+.PHONY: venv demo up down test test-unit test-dags test-integration test-e2e lint typecheck clean dvc-repro bench fuzz
 
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ test-dags: venv
 
 test-integration: venv
 	$(BIN)/python -m pytest tests/integration -q
+
+test-e2e: venv
+	$(BIN)/python -m pytest tests/e2e -q
+
+# The whole stack in the background (Airflow's UI, scheduler, DAG processor, triggerer; the scoring service).
+up: venv
+	$(BIN)/falaj up
+
+down: venv
+	$(BIN)/falaj down
 
 lint: venv
 	$(BIN)/ruff check .

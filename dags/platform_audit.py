@@ -1,8 +1,9 @@
 """Export the audit trail once a day, write-once, and verify the whole chain.
 
-`export` writes the UTC day of the data interval as JSON Lines with a manifest and an Ed25519-signed
-checkpoint of the chain head (`falaj audit export`); `verify` then checks every link and every signed
-checkpoint (`falaj audit verify`) and fails, with an alert, naming the first bad record.
+`export` writes the UTC day of the data interval (triggered without one: the day before) as JSON Lines
+with a manifest and an Ed25519-signed checkpoint of the chain head (`falaj audit export`); `verify` then
+checks every link and every signed checkpoint (`falaj audit verify`) and fails, with an alert, naming
+the first bad record.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from falaj_airflow.runs import platform_dag_args
 def audit_dag() -> None:
     @task
     def export() -> str:
+        from datetime import timedelta
+
         from pipelines import audit, registry
         from pipelines.settings import get_settings
 
-        day = get_current_context()["data_interval_start"].strftime("%Y-%m-%d")
+        context = get_current_context()
+        # A run triggered without a logical date has no data interval: it exports the last whole day.
+        start = context.get("data_interval_start") or context["dag_run"].run_after - timedelta(days=1)
+        day = start.strftime("%Y-%m-%d")
         with registry.session() as db:
             return str(audit.export_day(db, day, get_settings().home / "audit" / "exports"))
 

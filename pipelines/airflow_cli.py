@@ -55,7 +55,8 @@ FERNET_KEY_VARIABLES = (
 
 
 def airflow_env() -> dict[str, str]:
-    """Airflow on the embedded default: SQLite metadata under ``$FALAJ_HOME/airflow``, Fernet keys from
+    """Airflow on the embedded default: SQLite metadata under ``$FALAJ_HOME/airflow`` (or the settings'
+    ``airflow_database_url``), Fernet keys from
     ``$FALAJ_HOME/secrets/airflow-fernet`` (see ``fernet_keys``)."""
     settings = get_settings()
     home = settings.home.resolve()
@@ -69,7 +70,8 @@ def airflow_env() -> dict[str, str]:
         # The web UI's users are the policy's identities, at the nearest Airflow role.
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": authz.airflow_users(),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url
+        or f"sqlite:///{home / 'airflow' / 'airflow.db'}",
         # `airflow standalone` starts its components as `airflow ...` from PATH: this environment's first.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join(

@@ -830,8 +830,9 @@ def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
 def _register_commands() -> None:
     from pipelines.cli_monitor import alerts_group, monitor_group
     from pipelines.cli_serving import rollout_group, serve, serving_group
+    from pipelines.cli_stack import down, up
 
-    for command in (rollout_group, serving_group, serve, alerts_group, monitor_group):
+    for command in (rollout_group, serving_group, serve, alerts_group, monitor_group, up, down):
         main.add_command(command)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import click
 
@@ -231,23 +229,12 @@ def keys_list() -> None:
 @guarded("endpoint.serve", lambda a: a["use_case"])
 def serve(use_case: str, port: int, host: str, tls: bool) -> None:
     """Serve the champion's Bento on this machine (the same server the Kubernetes manifests run)."""
-    from pipelines import registry
-    from pipelines.packaging import bentoml_home
-    from pipelines.settings import get_settings
+    from pipelines.stack import StackError, bento_serve_command
 
-    with registry.session() as db:
-        champion = registry.resolve_alias(db, use_case, "champion")
-    if champion is None or not champion.bento_tag:
-        raise click.ClickException(f"{use_case} has no packaged champion; run the training DAG first")
-    argv = [str(Path(sys.executable).with_name("bentoml")), "serve", champion.bento_tag]
-    argv += ["--host", host, "--port", str(port)]
-    if tls:
-        certificates = get_settings().secrets_dir / "tls"
-        if not (certificates / "server.pem").exists():
-            raise click.ClickException("no server certificate: run `falaj certs dev` first")
-        argv += ["--ssl-certfile", str(certificates / "server.pem")]
-        argv += ["--ssl-keyfile", str(certificates / "server.key")]
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home()), "FALAJ_HOME": str(get_settings().home)}
+    try:
+        argv, env, champion = bento_serve_command(use_case, host, port, tls)
+    except StackError as missing:
+        raise click.ClickException(str(missing)) from None
     click.echo(
         f"serving {champion.tag} ({champion.bento_tag}) on {'https' if tls else 'http'}://{host}:{port}"
     )

@@ -251,8 +251,8 @@ def print_summary(summary: DemoSummary) -> None:
             f"{row['channel']:<11} score {row['score']:.4f} -> {row['decision']:<7} ({row['model_version']}, "
             f"behaviour features {freshest / 60:.0f} min old)"
         )
-    print(f"Airflow UI:        FALAJ_HOME={home} .venv/bin/falaj airflow standalone")
-    print("                   then open http://localhost:8080 (the login is printed at start)")
+    print(f"Airflow UI:        FALAJ_HOME={home} .venv/bin/falaj up   (stop it with `falaj down`)")
+    print("                   then open http://localhost:8080 with the login it prints")
     print("Timings (s):       " + ", ".join(f"{k} {v:.1f}" for k, v in summary.timings.items()))
 
 

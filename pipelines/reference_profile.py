@@ -79,7 +79,11 @@ def categorical_profile(values: Any, name: str = "feature") -> dict[str, Any]:
 
 
 def write_reference_profile(
-    model_dir: Path, rows: Any, features: list[str], scores: Any, categorical: Collection[str] = (),
+    model_dir: Path,
+    rows: Any,
+    features: list[str],
+    scores: Any,
+    categorical: Collection[str] = (),
     split: str = "valid",
 ) -> Path:
     """Profile ``rows`` (the training set's ``split``) and the model's scores on them; written beside the

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=PROJECT_DIR / ".falaj", description="Root of all local state.")
     project_dir: Path = PROJECT_DIR
     database_url: str | None = Field(default=None, description="Platform DB; SQLite under home if unset.")
+    airflow_database_url: str | None = Field(
+        default=None, description="Airflow's metadata DB; SQLite under home if unset (PostgreSQL in prod)."
+    )
     training_backend: Literal["local", "kubernetes"] | None = Field(
         default=None, description="Overrides the use case's backend for the profile (spec training_backends)."
     )

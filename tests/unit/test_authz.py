@@ -38,7 +38,15 @@ ALLOWED = {
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
                 "model.read", "monitor.read"},
 }  # fmt: skip
-ADMIN_ONLY = {"demo.run", "auth.enroll", "keys.rotate", "certs.dev", "endpoint.keys", "endpoint.serve"}
+ADMIN_ONLY = {
+    "demo.run",
+    "auth.enroll",
+    "keys.rotate",
+    "certs.dev",
+    "endpoint.keys",
+    "endpoint.serve",
+    "stack.run",
+}
 PRIVILEGED = {
     "model.promote",
     "model.rollback",
