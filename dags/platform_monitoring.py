@@ -28,11 +28,13 @@ def monitoring_dag() -> None:
         import logging
 
         from pipelines.monitoring import monitor_window
+        from pipelines.overview import report_link
         from pipelines.spec import load_spec
 
         start, end = run_window(get_current_context())
         result = monitor_window(load_spec(use_case), start, end)
-        logging.getLogger(__name__).info("report: %s", result.report_uri)
+        if result.report_uri:
+            logging.getLogger(__name__).info("report: %s", report_link(result.report_uri))
         return result.to_xcom()
 
     @task

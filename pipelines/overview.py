@@ -262,3 +262,20 @@ def _audit(db: Session) -> AuditStatus:
 def _utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every time here is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def report_link(report_uri: str) -> str:
+    """Where a person opens a monitoring report: its page under the Airflow UI's Falaj page when the
+    settings name the UI and the report lies in this home's report folder, else its path."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    path = Path(report_uri)
+    folder = settings.reports_dir / "monitoring"
+    if not settings.ui_url or not path.is_relative_to(folder) or len(path.relative_to(folder).parts) != 2:
+        return report_uri
+    use_case, name = path.relative_to(folder).parts
+    return f"{settings.ui_url.rstrip('/')}/falaj/reports/{quote(use_case, safe='')}/{quote(name, safe='')}"

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         "`smtp_default` connection.",
     )
     alert_email_from: str = Field(default="falaj-alerts@localhost", description="Sender of alert mail.")
+    ui_url: str | None = Field(
+        default=None,
+        description="The Airflow web UI's base URL (`falaj up` sets it): alerts link their report through "
+        "its Falaj page; unset, they give the report's path.",
+    )
     actor: str = Field(default="falaj-system", description="Who the platform acts as in lineage records.")
     oidc_issuer: str | None = Field(
         default=None,

@@ -114,6 +114,7 @@ def up(
     airflow_cli.migrate()
     airflow_url = f"http://{host}:{api_port}"
     env = airflow_cli.airflow_env() | {
+        "FALAJ_UI_URL": airflow_url,  # alerts link their reports through the UI's Falaj page
         # Task processes report to the api-server's execution API: on this port, not the default 8080.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
         "AIRFLOW__API__BASE_URL": airflow_url,

@@ -64,7 +64,11 @@ class AlertWebhookNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         import httpx
 
-        payload = {"kind": "monitor_alert", "alert": self.alert, **_run_of(context)}
+        from pipelines.overview import report_link
+
+        report = self.alert.get("report_uri")
+        link = {"report_url": report_link(report)} if report else {}
+        payload = {"kind": "monitor_alert", "alert": self.alert, **link, **_run_of(context)}
         httpx.post(self.url, json=payload, timeout=10).raise_for_status()
 
 
@@ -92,7 +96,9 @@ def monitoring_notifiers(alert: dict[str, Any]) -> list[BaseNotifier]:
             f"[falaj {alert['severity']}] {alert['use_case']} {alert['kind']} alert #{alert['id']}: "
             f"{alert['subject']}"
         )
-        report = alert.get("report_uri")
+        from pipelines.overview import report_link
+
+        report = report_link(alert["report_uri"]) if alert.get("report_uri") else None
         body = f"<p>{escape(alert['summary'])}</p>" + (
             f'<p>Report: <a href="{escape(report)}">{escape(report)}</a></p>' if report else ""
         )

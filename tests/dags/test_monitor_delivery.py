@@ -62,3 +62,36 @@ def test_nothing_configured_delivers_nothing(
     monkeypatch.delenv("FALAJ_ALERT_EMAIL", raising=False)
     get_settings.cache_clear()
     assert monitoring_notifiers(ALERT) == []
+
+
+def test_the_alert_links_its_report_through_the_ui(
+    dag_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from falaj_airflow.alerts import monitoring_notifiers
+
+    from pipelines.settings import get_settings
+
+    context: dict[str, Any] = {"ti": SimpleNamespace(dag_id="falaj_monitoring", run_id="r", log_url=None)}
+    with http_sink() as (url, posted), smtp_sink() as (port, mailed):
+        monkeypatch.setenv("FALAJ_ALERT_WEBHOOK_URL", url)
+        monkeypatch.setenv("FALAJ_ALERT_EMAIL", "oncall@bank.example")
+        monkeypatch.setenv("FALAJ_UI_URL", "http://airflow.bank.example:8080")
+        connection = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                      "extra": {"disable_ssl": True, "disable_tls": True}}  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+        get_settings.cache_clear()
+        try:
+            name = "20261120T000000-20261121T000000.html"
+            report = get_settings().reports_dir / "monitoring" / "fraud" / name
+            for notifier in monitoring_notifiers({**ALERT, "report_uri": str(report)}):
+                notifier(context)
+        finally:
+            get_settings.cache_clear()
+    link = "http://airflow.bank.example:8080/falaj/reports/fraud/20261120T000000-20261121T000000.html"
+    [payload] = posted
+    assert payload["report_url"] == link and payload["alert"]["report_uri"] == str(report)
+    [mail] = mailed
+    html = next(part for part in mail.walk() if part.get_content_type() == "text/html").get_payload(
+        decode=True
+    )
+    assert f'<a href="{link}">'.encode() in html

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipelines import alerts, registry
-from pipelines.overview import platform_overview
+from pipelines.overview import platform_overview, report_link
 from pipelines.registry import AuditEvent, MonitorRun
+from pipelines.settings import get_settings
 from tests.audit_chains import chain, mutate
 from tests.registry_rows import add_version, decide
 
@@ -140,3 +143,17 @@ def test_a_tampered_chain_shows_as_broken(falaj_home: Path) -> None:
     assert status is not None and not status.ok
     assert (status.events, status.first_bad_seq) == (8, first_bad)
     assert "does not match" in status.problem
+
+
+def test_a_report_is_linked_through_the_ui_when_the_settings_name_it(
+    falaj_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = falaj_home / "reports" / "monitoring" / "fraud" / "20261001T000000-20261002T000000.html"
+    elsewhere = falaj_home / "elsewhere.html"
+    assert report_link(str(report)) == str(report)  # no UI named: the path
+    monkeypatch.setenv("FALAJ_UI_URL", "http://airflow.bank.example:8080/")
+    get_settings.cache_clear()
+    assert report_link(str(report)) == (
+        "http://airflow.bank.example:8080/falaj/reports/fraud/20261001T000000-20261002T000000.html"
+    )
+    assert report_link(str(elsewhere)) == str(elsewhere)  # not a report the page serves
