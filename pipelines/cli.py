@@ -537,7 +537,7 @@ def keys_rotate() -> None:
 def keys_rotate_fernet() -> None:
     """Rotate Airflow's Fernet key: connections, variables and triggers re-encrypted, old keys dropped.
 
-    Stop `falaj airflow standalone` first, or restart it after: it keeps the keys it started with.
+    Stop Airflow first (`falaj down`), or restart it after: its processes keep the keys they started with.
     """
     import subprocess
 
