@@ -361,7 +361,7 @@ class Scorer:
 
 def _probability(model: LoadedModel, values: dict[str, Any]) -> float:
     vector = np.array([[_number(values.get(name)) for name in model.ref.features]], dtype=np.float32)
-    probability = float(model.probabilities(vector)[0])
+    probability = float(model.scores(vector)[0])
     if not np.isfinite(probability):
         raise ValueError(f"{model.ref.tag} returned {probability}")
     return probability

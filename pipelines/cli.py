@@ -417,7 +417,7 @@ def compliance_ropa(as_json: bool) -> None:
         records.append(
             {
                 "processing": spec.name,
-                **spec.processing.model_dump(),
+                **(spec.processing.model_dump() if spec.processing else {"purpose": "no personal data"}),
                 "region": spec.region,
                 "personal_data": personal,
                 "other_data": {

@@ -577,13 +577,15 @@ def review_experiment(
         registry.PromotionRefusedError: ``actor`` may not read the use case's models.
     """
     registry._require_role(actor, "model.read", spec.name)
+    if spec.serving.threshold is None:
+        raise ValueError(f"{spec.name} is a {spec.task} use case: experiments are analysed for binary ones")
     frame = labelled_predictions(spec, experiment_id)
     with registry.session() as db, db.begin():
         experiment = _experiment(db, spec, experiment_id)
         analysis = analyse(
             frame,
             spec.serving.threshold,
-            spec.gate.metric,
+            spec.gate.metric,  # an AUC: binary classification
             spec.gate.bootstrap_resamples,
             spec.gate.confidence,
             spec.gate.bootstrap_seed,

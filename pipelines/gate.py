@@ -54,12 +54,15 @@ def onnx_model(model_dir: Path) -> bytes:
 
 
 def onnx_scores(model: bytes, rows: Any, features: list[str]) -> Any:
-    """P(y=1) of a serialized ONNX model on rows, as the server computes it."""
+    """A serialized ONNX model's score on rows (P(y=1), or the regression's prediction), as the server
+    computes it."""
     import numpy as np
     import onnxruntime as ort
 
+    from pipelines.serving import onnx_scores as session_scores
+
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    return session.run(["probabilities"], {"input": rows[features].to_numpy(dtype=np.float32)})[0][:, 1]
+    return session_scores(session, rows[features].to_numpy(dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,8 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
     actor = get_settings().actor
     with registry.session() as db, db.begin():
         candidates = [register(db, spec, Path(path), training_set) for path in model_dirs]
-        best = max(candidates, key=lambda version: version.metrics[metric])
+        direction = 1.0 if spec.gate.higher_is_better else -1.0
+        best = max(candidates, key=lambda version: direction * version.metrics[metric])
         champion = registry.resolve_alias(db, spec.name, "champion")
         already_champion = champion is not None and champion.id == best.id
         if already_champion:
@@ -257,7 +261,7 @@ def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: l
                 metric=metric,
                 candidate_value=candidate_value,
                 champion_value=champion_value,
-                min_value=spec.gate.min_value,
+                min_value=spec.gate.min_value if spec.gate.higher_is_better else spec.gate.max_value,
                 min_improvement=spec.gate.min_improvement,
                 passed=passed,
                 reason=reason,

@@ -1,7 +1,9 @@
 """The gate's rules as pure functions: each rule of a :class:`GatePolicy` becomes one recorded Check.
 
 Nothing here reads the registry or the lake: the caller scores the candidate and the champion on the
-same test rows and hands over the labels, both probability vectors, the slice columns and the ONNX file.
+same test rows and hands over the labels, both prediction vectors (P(y=1) for binary classification,
+the forecast quantity for regression), the slice columns and the ONNX file. The policy's primary
+metric says which.
 """
 
 from __future__ import annotations
@@ -9,15 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from pipelines.spec import GatePolicy, Metric
+from pipelines.spec import LOWER_IS_BETTER, GatePolicy, Metric, Task, metric_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
+Scores = TypeVar("Scores", float, np.ndarray)
 ECE_BINS = 10
 MISSING = "<missing>"
 # Bootstrap work is chunked so one chunk of resample weights stays near this many cells (~16 MB).
@@ -34,11 +37,18 @@ class Check:
     detail: str
 
 
-def _validated(y: np.ndarray, proba: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _validated(
+    y: np.ndarray, proba: np.ndarray, what: str, task: Task = "binary_classification"
+) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(y).reshape(-1)
     p = np.asarray(proba, dtype=np.float64).reshape(-1)
     if len(labels) != len(p):
         raise ValueError(f"{what} has {len(p)} rows but y has {len(labels)}")
+    if task == "regression":
+        labels = labels.astype(np.float64)
+        if not (np.isfinite(labels).all() and np.isfinite(p).all()):
+            raise ValueError(f"y and {what} must be finite")
+        return labels, p
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("y must hold only 0 and 1")
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
@@ -47,12 +57,41 @@ def _validated(y: np.ndarray, proba: np.ndarray, what: str) -> tuple[np.ndarray,
 
 
 def metric_value(metric: Metric, y: np.ndarray, proba: np.ndarray) -> float:
-    """ROC-AUC or PR-AUC (average precision) exactly as :func:`models.metrics.classification_metrics`."""
+    """ROC-AUC or PR-AUC (average precision) exactly as :func:`models.metrics.classification_metrics`;
+    a regression metric as the bootstrap computes it, every row weighted once."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    if metric_task(metric) == "regression":
+        ones = np.ones((len(y), 1))
+        return float(_weighted_error(metric, np.asarray(y, float), np.asarray(proba, float), ones)[0])
     if metric == "roc_auc":
         return float(roc_auc_score(y, proba))
     return float(average_precision_score(y, proba))
+
+
+def improvement(metric: Metric, candidate: Scores, champion: Scores) -> Scores:
+    """How much better the candidate is: candidate − champion for a score, champion − candidate for an
+    error."""
+    return champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
+
+
+def _weighted_error(metric: Metric, y: np.ndarray, prediction: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A regression metric under each column of ``weights`` (len(y) × resamples repeat counts)."""
+    error = prediction - y
+    total = weights.sum(axis=0)
+    squared = (error**2) @ weights
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "rmse":
+            value = np.sqrt(squared / total)
+        elif metric == "mae":
+            value = (np.abs(error) @ weights) / total
+        elif metric == "wape":
+            value = (np.abs(error) @ weights) / (np.abs(y) @ weights)
+        else:  # r2: 1 − residual / total sum of squares around the resample's own mean
+            mean = (y @ weights) / total
+            spread = (y**2) @ weights - total * mean**2
+            value = 1.0 - squared / spread
+    return np.asarray(value, dtype=np.float64)
 
 
 def brier(y: np.ndarray, proba: np.ndarray) -> float:
@@ -75,12 +114,14 @@ def ece(y: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
 
 def _weighted_metric(metric: Metric, y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The metric under each column of ``weights`` (len(y) × resamples repeat counts); NaN where a
-    resample holds one class.
+    resample holds one class (classification) or has no spread (r2).
 
     A resample that repeats rows is the original rows weighted by the repeat counts, so the scores are
     sorted and grouped by distinct value once and every resample is a weighted pass over the groups;
     ties are handled as scikit-learn handles them.
     """
+    if metric_task(metric) == "regression":
+        return _weighted_error(metric, y, proba, weights)
     order = np.argsort(-proba, kind="stable")
     ranked, y_ranked = proba[order], y[order]
     w = weights[order]
@@ -114,26 +155,29 @@ def paired_bootstrap_delta(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """(candidate − champion) on the metric, and the percentile CI of that difference.
+    """The candidate's improvement over the champion on the metric (:func:`improvement`: positive is
+    better), and the percentile CI of that improvement.
 
     Both models are scored on the same resampled rows each time (paired), so the spread reflects the
     test set, not the two models' shared luck. Resamples holding a single class have no AUC and are
     skipped; the CI comes from the rest. The same inputs and seed give the same interval.
 
     Returns:
-        ``(delta, low, high)``: the delta on the full test rows and the two-sided CI bounds.
+        ``(delta, low, high)``: the improvement on the full test rows and the two-sided CI bounds.
 
     Raises:
-        ValueError: Mismatched shapes, bad labels or probabilities, a single class in ``y``, or no
+        ValueError: Mismatched shapes, bad labels or predictions, a single class in ``y``, or no
             resample with both classes.
     """
-    labels, candidate = _validated(y, p_candidate, "p_candidate")
-    _, champion = _validated(y, p_champion, "p_champion")
-    if len(np.unique(labels)) < 2:
+    task = metric_task(metric)
+    labels, candidate = _validated(y, p_candidate, "p_candidate", task)
+    _, champion = _validated(y, p_champion, "p_champion", task)
+    if task == "binary_classification" and len(np.unique(labels)) < 2:
         raise ValueError("y holds a single class; the metric needs both 0 and 1")
     if resamples < 1 or not 0.0 < confidence < 1.0:
         raise ValueError("resamples must be positive and confidence in (0, 1)")
-    delta = metric_value(metric, labels, candidate) - metric_value(metric, labels, champion)
+    scored = metric_value(metric, labels, candidate), metric_value(metric, labels, champion)
+    delta = improvement(metric, *scored)
     n = len(labels)
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CHUNK_CELLS // n))
@@ -143,8 +187,11 @@ def paired_bootstrap_delta(
         picks = rng.integers(0, n, size=(size, n)) * size + np.arange(size)[:, None]
         weights = np.bincount(picks.ravel(), minlength=n * size).reshape(n, size).astype(np.float64)
         deltas.append(
-            _weighted_metric(metric, labels, candidate, weights)
-            - _weighted_metric(metric, labels, champion, weights)
+            improvement(
+                metric,
+                _weighted_metric(metric, labels, candidate, weights),
+                _weighted_metric(metric, labels, champion, weights),
+            )
         )
     spread = np.concatenate(deltas)
     spread = spread[np.isfinite(spread)]
@@ -213,17 +260,22 @@ def _slice_checks(
     champion: np.ndarray | None,
 ) -> list[Check]:
     metric, tolerance = policy.metric, policy.slice_max_regression
+    binary = policy.task == "binary_classification"
     checks = []
     labels = _slice_labels(values)
     for value in sorted(set(labels)):
         mask = labels == value
         rows, positives = int(mask.sum()), int(y[mask].sum())
-        name, size = f"slice:{column}={value}", f"{rows} rows, {positives} positives"
-        both = 0 < positives < rows
+        name = f"slice:{column}={value}"
+        size = f"{rows} rows, {positives} positives" if binary else f"{rows} rows"
+        both = 0 < positives < rows or not binary  # a regression metric needs no second class
         cand = metric_value(metric, y[mask], candidate[mask]) if both else None
         champ = metric_value(metric, y[mask], champion[mask]) if both and champion is not None else None
-        if cand is None or rows < policy.min_slice_rows or positives < policy.min_slice_positives:
-            minimum = f"{policy.min_slice_rows} rows and {policy.min_slice_positives} positives"
+        small = rows < policy.min_slice_rows or (binary and positives < policy.min_slice_positives)
+        if cand is None or small:
+            minimum = f"{policy.min_slice_rows} rows" + (
+                f" and {policy.min_slice_positives} positives" if binary else ""
+            )
             why = f"under the minimum {minimum}" if both else "a single class"
             scored = f"; {metric} {cand:.4f}" if cand is not None else ""
             scored += f" vs champion {champ:.4f}" if champ is not None else ""
@@ -233,10 +285,10 @@ def _slice_checks(
             detail = f"{metric} {cand:.4f} ({size}); no champion to compare with"
             checks.append(Check(name, passed=True, judged=False, detail=detail))
         else:
-            delta = cand - champ
+            delta = improvement(metric, cand, champ)
             ok = delta >= -tolerance
             detail = (
-                f"{metric} {cand:.4f} vs champion {champ:.4f}: delta {delta:+.4f} "
+                f"{metric} {cand:.4f} vs champion {champ:.4f}: improvement {delta:+.4f} "
                 f"{'≥' if ok else '<'} -{tolerance:.4f} allowed ({size})"
             )
             checks.append(Check(name, passed=ok, judged=True, detail=detail))
@@ -280,9 +332,10 @@ def check_policy(
         latency_rows: Feature rows to time single-row scoring with; zeros of the input width if absent.
         latency_runs: Timed single-row runs, after a warm-up.
     """
-    labels, candidate = _validated(y, p_candidate, "p_candidate")
-    champion = None if p_champion is None else _validated(y, p_champion, "p_champion")[1]
-    if len(np.unique(labels)) < 2:
+    task = policy.task
+    labels, candidate = _validated(y, p_candidate, "p_candidate", task)
+    champion = None if p_champion is None else _validated(y, p_champion, "p_champion", task)[1]
+    if task == "binary_classification" and len(np.unique(labels)) < 2:
         raise ValueError("y holds a single class; the gate needs test rows of both classes")
     checks = []
 
@@ -291,6 +344,11 @@ def check_policy(
         ok = value >= floor
         detail = f"{metric} {value:.4f} {'≥' if ok else '<'} floor {floor:.4f}"
         checks.append(Check(f"floor:{metric}", passed=ok, judged=True, detail=detail))
+    for metric, ceiling in policy.ceilings().items():
+        value = metric_value(metric, labels, candidate)
+        ok = value <= ceiling
+        detail = f"{metric} {value:.4f} {'≤' if ok else '>'} ceiling {ceiling:.4f}"
+        checks.append(Check(f"ceiling:{metric}", passed=ok, judged=True, detail=detail))
 
     metric, bound = policy.metric, policy.min_improvement
     if champion is None:
@@ -309,7 +367,7 @@ def check_policy(
         ok = low >= bound
         detail = (
             f"{metric} candidate {metric_value(metric, labels, candidate):.4f} vs champion "
-            f"{metric_value(metric, labels, champion):.4f}: delta {delta:+.4f}, "
+            f"{metric_value(metric, labels, champion):.4f}: improvement {delta:+.4f}, "
             f"{policy.confidence:.0%} CI [{low:+.4f}, {high:+.4f}] over {policy.bootstrap_resamples} "
             f"resamples; lower bound {'≥' if ok else '<'} {bound:+.4f} required"
         )
@@ -323,9 +381,10 @@ def check_policy(
             continue
         checks.extend(_slice_checks(policy, column, columns[column], labels, candidate, champion))
 
-    checks.append(_limit_check("brier", "brier", brier(labels, candidate), policy.max_brier, "", ".4f"))
-    ece_label = f"ece ({ECE_BINS} bins)"
-    checks.append(_limit_check("ece", ece_label, ece(labels, candidate), policy.max_ece, "", ".4f"))
+    if task == "binary_classification":
+        checks.append(_limit_check("brier", "brier", brier(labels, candidate), policy.max_brier, "", ".4f"))
+        ece_label = f"ece ({ECE_BINS} bins)"
+        checks.append(_limit_check("ece", ece_label, ece(labels, candidate), policy.max_ece, "", ".4f"))
 
     if onnx_model is None:
         for name in ("latency_p99", "model_bytes"):

@@ -28,9 +28,10 @@ from pipelines.monitor_report import Distribution, Report, Trend, write_report
 from pipelines.reference_profile import category_key
 from pipelines.registry import MonitorRun, Prediction
 from pipelines.settings import get_settings
-from pipelines.spec import UseCaseSpec
+from pipelines.spec import Metric, UseCaseSpec
 
 TREND_WINDOWS = 30
+REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "wape", "r2")
 DEGRADED = "degraded"  # the served-on-stale-features column; reported as the pseudo-feature "freshness"
 
 
@@ -160,11 +161,11 @@ def _answers(use_case: str, version: int, start: datetime, end: datetime, *colum
 
 def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any]:
     """The version's predictions of the lookback before ``end`` whose labels have arrived, judged against
-    the gate's floors: ROC-AUC, precision and recall at the served threshold, calibration; per slice."""
-    import numpy as np
+    the gate's limits: for binary classification ROC-AUC, precision and recall at the served threshold,
+    calibration; for regression the errors and r2; per slice. ``critical`` when the model is past the
+    gate's limit on its headline metric (ROC-AUC, or the regression's primary metric)."""
     import pandas as pd
 
-    from models.metrics import classification_metrics, expected_calibration_error
     from pipelines.experiment_analysis import load_labels
 
     policy, gate = spec.monitoring, spec.gate
@@ -174,18 +175,33 @@ def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any
     served = served.drop_duplicates(subset=["request_id"], keep="last")
     labels = load_labels(spec, since.date(), extra=gate.slices)
     joined = served.merge(labels, on="request_id", how="inner")
-    y, p = joined["label"].to_numpy(dtype=np.int64), joined["score"].to_numpy(dtype=np.float64)
+    binary = spec.task == "binary_classification"
+    positives = int(joined["label"].sum()) if binary else None
     result: dict[str, Any] = {
-        "since": since.isoformat(), "served": len(served), "labelled": len(joined),
-        "positives": int(y.sum()), "judged": False, "metrics": None, "slices": {}, "findings": [],
+        "since": since.isoformat(), "served": len(served), "labelled": len(joined), "positives": positives,
+        "judged": False, "critical": False, "metrics": None, "slices": {}, "findings": [],
     }  # fmt: skip
-    if len(joined) < policy.min_labelled or int(y.sum()) < policy.min_positives or y.min() == y.max():
+    if len(joined) < policy.min_labelled:
         return result
-    threshold = spec.serving.threshold
+    if binary:
+        return _classification_performance(spec, joined, result)
+    return _regression_performance(spec, joined, result)
+
+
+def _classification_performance(spec: UseCaseSpec, joined: Any, result: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from models.metrics import classification_metrics, expected_calibration_error
+
+    gate, threshold = spec.gate, spec.serving.threshold
+    y, p = joined["label"].to_numpy(dtype=np.int64), joined["score"].to_numpy(dtype=np.float64)
+    if threshold is None or int(y.sum()) < spec.monitoring.min_positives or y.min() == y.max():
+        return result
     metrics = classification_metrics(y, p, threshold) | {"ece": expected_calibration_error(y, p)}
-    result.update(judged=True, metrics=metrics)
+    below_floor = gate.min_roc_auc is not None and metrics["roc_auc"] < gate.min_roc_auc
+    result.update(judged=True, metrics=metrics, critical=below_floor)
     findings: list[str] = result["findings"]
-    if gate.min_roc_auc is not None and metrics["roc_auc"] < gate.min_roc_auc:
+    if below_floor:
         findings.append(f"ROC-AUC {metrics['roc_auc']:.3f} < {gate.min_roc_auc} (the gate's floor)")
     if gate.max_ece is not None and metrics["ece"] > gate.max_ece:
         findings.append(f"calibration error {metrics['ece']:.3f} > {gate.max_ece}")
@@ -205,14 +221,44 @@ def performance(spec: UseCaseSpec, version: int, end: datetime) -> dict[str, Any
     return result
 
 
+def _regression_performance(spec: UseCaseSpec, joined: Any, result: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from pipelines.gate_policy import metric_value
+
+    gate = spec.gate
+    y, p = joined["label"].to_numpy(dtype=np.float64), joined["score"].to_numpy(dtype=np.float64)
+    metrics: dict[str, float] = {name: metric_value(name, y, p) for name in REGRESSION_METRICS}
+    metrics["bias"] = float(np.mean(p - y))
+    limit = gate.min_value if gate.higher_is_better else gate.max_value
+    result.update(judged=True, metrics=metrics, critical=not _within(gate, metrics[gate.metric]))
+    findings: list[str] = result["findings"]
+    side = "floor" if gate.higher_is_better else "ceiling"
+    if result["critical"]:
+        findings.append(f"{gate.metric} {metrics[gate.metric]:.3f} past {limit} (the gate's {side})")
+    for column in gate.slices:
+        for value, rows in joined.groupby(column):
+            if len(rows) < gate.min_slice_rows:
+                continue
+            ys, ps = rows["label"].to_numpy(dtype=np.float64), rows["score"].to_numpy(dtype=np.float64)
+            scored = metric_value(gate.metric, ys, ps)
+            result["slices"][f"{column}={value}"] = {gate.metric: scored, "n": len(rows)}
+            if not _within(gate, scored):
+                findings.append(f"{column}={value}: {gate.metric} {scored:.3f} past {limit}")
+    return result
+
+
+def _within(gate: Any, value: float) -> bool:
+    return bool(value >= gate.min_value) if gate.higher_is_better else bool(value <= gate.max_value)
+
+
 def _performance_findings(
     db: Any, spec: UseCaseSpec, version: int, start: datetime, end: datetime, judged: dict[str, Any],
     report: str,
 ) -> list[alerts.Finding]:  # fmt: skip
     if not judged["findings"]:
         return []
-    metrics = judged["metrics"]
-    below_floor = spec.gate.min_roc_auc is not None and metrics["roc_auc"] < spec.gate.min_roc_auc
+    below_floor = bool(judged["critical"])
     previous = _previous_champion(db, spec.name, version)
     proposal = (
         f" Proposal: roll back to {spec.name}:v{previous} (`falaj models rollback {spec.name} --reason ...`)"
@@ -319,6 +365,12 @@ def _report(
         f"{run.features['freshness']['stale_rate']:.1%} served on stale features"
     )  # fmt: skip
     trend_names = sorted({name for past in history for name in past.drifted} | {"prediction"})
+    trended: tuple[str, ...]
+    if spec.task == "binary_classification":
+        trended, limit = ("roc_auc", "precision", "recall", "ece"), spec.gate.min_roc_auc
+    else:
+        trended = REGRESSION_METRICS if spec.gate.metric != "r2" else ("r2",)
+        limit = spec.gate.min_value if spec.gate.higher_is_better else spec.gate.max_value
     windows = [f"{past.window_end:%m-%d}" for past in history]
     return Report(
         title=f"{spec.name} monitoring, {tag}, {window}",
@@ -339,8 +391,8 @@ def _report(
                   spec.monitoring.psi_threshold),
             Trend("Performance on labelled predictions (lookback) by window", windows,
                   {name: [(past.performance.get("metrics") or {}).get(name) for past in history]
-                   for name in ("roc_auc", "precision", "recall", "ece")},
-                  spec.gate.min_roc_auc),
+                   for name in trended},
+                  limit),
             Trend("Predictions by window", windows, {"rows": [float(past.rows) for past in history]}),
         ],
     )  # fmt: skip
@@ -348,10 +400,14 @@ def _report(
 
 def _performance_line(judged: dict[str, Any]) -> str:
     labelled = f"{judged['labelled']:,} labelled of {judged['served']:,} since {judged['since'][:10]}"
+    positives = judged.get("positives")
     if not judged["judged"]:
-        return f"not judged yet: {labelled}, {judged['positives']} positive"
+        return f"not judged yet: {labelled}" + (f", {positives} positive" if positives is not None else "")
     metrics = judged["metrics"]
-    verdict = "; ".join(judged["findings"]) or "within the gate's floors"
+    verdict = "; ".join(judged["findings"]) or "within the gate's limits"
+    if "rmse" in metrics:
+        shown = ", ".join(f"{name} {metrics[name]:.3f}" for name in (*REGRESSION_METRICS, "bias"))
+        return f"{shown} ({labelled}): {verdict}"
     return (
         f"ROC-AUC {metrics['roc_auc']:.3f}, precision {metrics['precision']:.3f} and recall "
         f"{metrics['recall']:.3f} at {metrics['threshold']}, ECE {metrics['ece']:.3f} ({labelled}): {verdict}"

@@ -301,9 +301,13 @@ def start_experiment(
             experiment or a bad weight, step or budget forbids it; ``PromotionRefusedError`` for an unknown
             version or a missing role.
     """
+    from pipelines.spec import load_spec
+
     version = registry.find_version(db, use_case, challenger_version)
     registry._require_role(actor, ACTION, version.tag)
     _refuse_blank(reason)
+    if (task := load_spec(use_case).task) != "binary_classification":
+        raise ExperimentRefusedError(f"{use_case} is a {task} use case: experiments judge binary ones only")
     share, shares = _validated_share_plan(mode, weight, steps)
     try:
         limits = budget if isinstance(budget, Budget) else Budget.from_mapping(budget or {})

@@ -34,13 +34,30 @@ class ModelRefusedError(RuntimeError):
     """A model failed verification at load; the message says which check."""
 
 
+PREDICTION = "prediction"  # a regression model's output, in the label's units
+PROBABILITIES = "probabilities"  # a binary classifier's output: [P(y=0), P(y=1)] per row
+
+
+def onnx_output(session: Any) -> str:
+    """The output a model answers with: ``prediction`` (regression) or ``probabilities``."""
+    return PREDICTION if PREDICTION in {output.name for output in session.get_outputs()} else PROBABILITIES
+
+
+def onnx_scores(session: Any, vectors: np.ndarray, output: str | None = None) -> np.ndarray:
+    """One score per row: the prediction of a regression model, P(y=1) of a classifier."""
+    name = output or onnx_output(session)
+    answered = session.run([name], {"input": vectors})[0]
+    return np.asarray(answered).reshape(-1) if name == PREDICTION else answered[:, 1]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     ref: ModelRef
     session: Any  # onnxruntime.InferenceSession
+    output: str = PROBABILITIES
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {"input": vectors})[0][:, 1]
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        return onnx_scores(self.session, vectors, self.output)
 
 
 def load_model(ref: ModelRef) -> LoadedModel:
@@ -58,7 +75,8 @@ def load_model(ref: ModelRef) -> LoadedModel:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # one row per request: more threads cost more than they give
     options.inter_op_num_threads = 1
-    return LoadedModel(ref, ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]))
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return LoadedModel(ref, session, onnx_output(session))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.settings import get_settings
 
@@ -74,20 +82,37 @@ class ModelFamily(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-Metric = Literal["roc_auc", "pr_auc"]
+Task = Literal["binary_classification", "regression"]
+Metric = Literal["roc_auc", "pr_auc", "r2", "rmse", "mae", "wape"]
+TASK_METRICS: dict[Task, frozenset[str]] = {
+    "binary_classification": frozenset({"roc_auc", "pr_auc"}),
+    "regression": frozenset({"r2", "rmse", "mae", "wape"}),
+}
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "wape"})  # errors; the others are scores
+
+
+def metric_task(metric: str) -> Task:
+    return next(task for task, metrics in TASK_METRICS.items() if metric in metrics)
 
 
 class GatePolicy(_Strict):
     """Policy as code: every rule a challenger must clear before it may replace the champion.
 
-    Non-regression: the lower bound of the paired-bootstrap confidence interval of
-    (candidate − champion) on ``metric``, same test rows, must be ≥ ``min_improvement``. A negative
+    Non-regression: the lower bound of the paired-bootstrap confidence interval of the candidate's
+    improvement over the champion on ``metric`` (candidate − champion for a score, champion − candidate
+    for an error), same test rows, must be ≥ ``min_improvement``, in the metric's units. A negative
     ``min_improvement`` tolerates a regression of that size; 0 asks for confidence that the candidate is at
-    least as good. Rules whose limit is unset are reported but not judged.
+    least as good. Rules whose limit is unset are reported but not judged. The primary metric says the
+    task: AUCs for binary classification, r2 and errors for regression.
     """
 
-    metric: Metric = Field(default="pr_auc", description="Primary metric: its floor and non-regression.")
-    min_value: float = Field(ge=0.0, le=1.0, description="Floor of the primary metric; the first model too.")
+    metric: Metric = Field(default="pr_auc", description="Primary metric: its limit and non-regression.")
+    min_value: float | None = Field(
+        default=None, description="Floor of a primary score (roc_auc, pr_auc, r2); the first model too."
+    )
+    max_value: float | None = Field(
+        default=None, gt=0.0, description="Ceiling of a primary error (rmse, mae, wape); the first model too."
+    )
     min_roc_auc: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Floor of ROC-AUC when it is not the primary metric."
     )
@@ -95,10 +120,7 @@ class GatePolicy(_Strict):
         default=None, ge=0.0, le=1.0, description="Floor of PR-AUC when it is not the primary metric."
     )
     min_improvement: float = Field(
-        default=0.0,
-        ge=-1.0,
-        le=1.0,
-        description="Bound for the CI lower bound of candidate − champion on the primary metric.",
+        default=0.0, description="Bound for the CI lower bound of the improvement on the primary metric."
     )
     bootstrap_resamples: int = Field(
         default=1000, ge=100, le=100_000, description="Paired bootstrap resamples of the test rows."
@@ -110,10 +132,12 @@ class GatePolicy(_Strict):
     )
     min_slice_rows: int = Field(default=500, ge=1, description="A smaller slice is reported, not judged.")
     min_slice_positives: int = Field(
-        default=20, ge=1, description="A slice with fewer positives is reported, not judged."
+        default=20, ge=1, description="Classification: a slice with fewer positives is reported, not judged."
     )
     slice_max_regression: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Largest allowed drop of a slice's primary metric."
+        default=0.05,
+        ge=0.0,
+        description="Largest allowed worsening of a slice's primary metric, in its units.",
     )
     max_brier: float | None = Field(default=None, gt=0.0, le=1.0, description="Mean squared error of p.")
     max_ece: float | None = Field(
@@ -127,19 +151,46 @@ class GatePolicy(_Strict):
         default=1e-5, ge=0.0, description="Largest |ONNX − native| probability difference on the test rows."
     )
 
+    @property
+    def task(self) -> Task:
+        return metric_task(self.metric)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    @field_validator("min_value")
+    @classmethod
+    def _auc_floor_is_a_share(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("metric") in ("roc_auc", "pr_auc") and not 0.0 <= value <= 1.0:
+            raise ValueError("an AUC floor must be greater than or equal to 0 and less than or equal to 1")
+        return value
+
     @model_validator(mode="after")
-    def _one_floor_per_metric(self) -> GatePolicy:
-        if getattr(self, f"min_{self.metric}") is not None:
+    def _limits_fit_the_metric(self) -> GatePolicy:
+        primary, wrong = (
+            ("max_value", "min_value") if not self.higher_is_better else ("min_value", "max_value")
+        )
+        if getattr(self, primary) is None or getattr(self, wrong) is not None:
+            kind = "an error" if not self.higher_is_better else "a score"
+            raise ValueError(f"{self.metric} is {kind}: give its limit as {primary}, not {wrong}")
+        if self.metric in ("roc_auc", "pr_auc") and getattr(self, f"min_{self.metric}") is not None:
             raise ValueError(
                 f"{self.metric} is the primary metric: its floor is min_value, not min_{self.metric}"
             )
+        if self.task == "regression":
+            for name in ("min_roc_auc", "min_pr_auc", "max_brier", "max_ece"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} judges probabilities; {self.metric} is a regression metric")
         if len(set(self.slices)) != len(self.slices):
             raise ValueError("slices must not repeat a column")
         return self
 
     def floors(self) -> dict[Metric, float]:
-        """Metric -> floor, the primary metric first."""
-        floors: dict[Metric, float] = {self.metric: self.min_value}
+        """Score -> floor for the scores with one (the primary metric first when it is a score)."""
+        floors: dict[Metric, float] = {}
+        if self.higher_is_better and self.min_value is not None:
+            floors[self.metric] = self.min_value
         others: tuple[tuple[Metric, float | None], ...] = (
             ("roc_auc", self.min_roc_auc),
             ("pr_auc", self.min_pr_auc),
@@ -148,6 +199,10 @@ class GatePolicy(_Strict):
             if value is not None:
                 floors[name] = value
         return floors
+
+    def ceilings(self) -> dict[Metric, float]:
+        """Error -> ceiling: the primary metric's when it is an error."""
+        return {} if self.higher_is_better or self.max_value is None else {self.metric: self.max_value}
 
 
 class FreshnessPolicy(_Strict):
@@ -164,7 +219,9 @@ class FreshnessPolicy(_Strict):
 
 
 class Serving(_Strict):
-    threshold: float = Field(ge=0.0, le=1.0)
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Binary classification: the score from which to review."
+    )
     freshness: dict[str, FreshnessPolicy] = Field(
         min_length=1, description="Per feature service: the stale and missing feature policy."
     )
@@ -257,6 +314,7 @@ class UseCaseSpec(_Strict):
     schedule: str = "@daily"
     entities: dict[Identifier, str] = Field(min_length=1, description="Entity name -> join key column.")
     label: str
+    task: Task = Field(default="binary_classification", description="What the label is: 0/1, or a quantity.")
     sources: dict[Identifier, Source] = Field(min_length=1)
     training_set: TrainingSet
     feature_service: str = Field(pattern=r"^[a-z][a-z0-9_]*_v\d+$")
@@ -267,7 +325,9 @@ class UseCaseSpec(_Strict):
     )
     gate: GatePolicy
     serving: Serving
-    processing: Processing
+    processing: Processing | None = Field(
+        default=None, description="The record of processing; required when the sources hold personal data."
+    )
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
@@ -288,6 +348,12 @@ class UseCaseSpec(_Strict):
         for column in wanted:
             if column not in entity_source.columns:
                 raise ValueError(f"column '{column}' is not in source '{self.training_set.entity_source}'")
+        if self.gate.task != self.task:
+            raise ValueError(f"gate.metric {self.gate.metric} does not judge a {self.task} model")
+        if (self.serving.threshold is None) == (self.task == "binary_classification"):
+            raise ValueError("serving.threshold is required for binary classification, and only there")
+        if self.processing is None and any(source.pii for source in self.sources.values()):
+            raise ValueError("the sources hold personal data (pii): declare the record of processing")
         if self.feature_service not in self.serving.freshness:
             raise ValueError(f"serving.freshness has no policy for feature service '{self.feature_service}'")
         return self

@@ -52,7 +52,7 @@ def test_worse_challenger_fails_non_regression_with_the_interval_in_the_reason(l
     assert check.judged and not check.passed
     delta, low, high = paired_bootstrap_delta(labels, challenger, champion, "pr_auc", 200, 0.95, 0)
     assert high < -0.2
-    assert f"delta {delta:+.4f}" in check.detail
+    assert f"improvement {delta:+.4f}" in check.detail
     assert f"95% CI [{low:+.4f}, {high:+.4f}]" in check.detail
     assert "lower bound < -0.0200 required" in check.detail
     assert passed(checks) is False
@@ -290,3 +290,64 @@ def test_policy_refuses_two_floors_for_the_primary_metric() -> None:
         "roc_auc": 0.9,
         "pr_auc": 0.6,
     }
+
+
+REGRESSION = {"metric": "rmse", "max_value": 3.0, "bootstrap_resamples": 200, "min_slice_rows": 100}
+
+
+@pytest.fixture
+def demand() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Daily units sold, a forecaster off by about 1 unit and a worse one off by about 2."""
+    rng = np.random.default_rng(11)
+    units = rng.poisson(20, 2000).astype(np.float64)
+    return units, units + rng.normal(0, 1.0, units.size), units + rng.normal(0.5, 2.0, units.size)
+
+
+def test_regression_metrics_under_weights_are_the_plain_ones_on_repeated_rows() -> None:
+    # Given predictions and a resample that repeats some rows and drops others
+    rng = np.random.default_rng(3)
+    y, p = rng.poisson(10, 50).astype(float), rng.normal(10, 3, 50)
+    counts = rng.integers(0, 3, 50).astype(float)
+    repeated_y, repeated_p = np.repeat(y, counts.astype(int)), np.repeat(p, counts.astype(int))
+    error = repeated_p - repeated_y
+    expected = {
+        "rmse": np.sqrt(np.mean(error**2)), "mae": np.mean(np.abs(error)),
+        "wape": np.abs(error).sum() / np.abs(repeated_y).sum(),
+        "r2": 1 - (error**2).sum() / ((repeated_y - repeated_y.mean()) ** 2).sum(),
+    }  # fmt: skip
+    # Then each weighted metric equals the metric of the repeated rows
+    for metric, value in expected.items():
+        assert _weighted_metric(metric, y, p, counts[:, None])[0] == pytest.approx(value, rel=1e-12), metric
+
+
+def test_a_regression_gate_judges_the_error_ceiling_and_improvement(
+    demand: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    units, good, worse = demand
+    stores = np.where(np.arange(units.size) % 4 == 0, "S1", "S2")
+    policy = GatePolicy(**REGRESSION, min_improvement=-0.1, slices=["store"], slice_max_regression=0.2)
+    # When the worse forecaster challenges the good champion
+    checks = _by_name(check_policy(policy, units, worse, good, {"store": stores}))
+    # Then its RMSE is under the ceiling, but the improvement (champion − candidate) is negative with
+    # confidence, and every store regresses; nothing about probabilities is judged
+    assert checks["ceiling:rmse"].passed and "≤ ceiling 3.0000" in checks["ceiling:rmse"].detail
+    regression = checks["non_regression:rmse"]
+    assert regression.judged and not regression.passed and "improvement -" in regression.detail
+    assert not checks["slice:store=S1"].passed and not checks["slice:store=S2"].passed
+    assert "brier" not in checks and "ece" not in checks
+    # And the good forecaster challenging the worse one passes every rule
+    reverse = check_policy(policy, units, good, worse, {"store": stores})
+    assert passed(reverse), summary(reverse)
+    # And over the ceiling fails even without a champion
+    strict = GatePolicy(**{**REGRESSION, "max_value": 0.5})
+    first = _by_name(check_policy(strict, units, good, None))
+    assert not first["ceiling:rmse"].passed and not first["non_regression:rmse"].judged
+
+
+def test_a_better_forecaster_has_a_positive_improvement(
+    demand: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    units, good, worse = demand
+    delta, low, high = paired_bootstrap_delta(units, good, worse, "rmse", 300, 0.95, 0)
+    direct = np.sqrt(np.mean((worse - units) ** 2)) - np.sqrt(np.mean((good - units) ** 2))
+    assert delta == pytest.approx(direct) and 0 < low <= delta <= high

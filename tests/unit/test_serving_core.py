@@ -57,7 +57,7 @@ def _flip_last_byte(directory: Path) -> None:
 
 def test_a_verified_model_scores_and_a_tampered_one_is_refused(model_dir: Path) -> None:
     loaded = load_model(_ref(model_dir))
-    scores = loaded.probabilities(np.zeros((3, len(FEATURES)), dtype=np.float32))
+    scores = loaded.scores(np.zeros((3, len(FEATURES)), dtype=np.float32))
     assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
     _flip_last_byte(model_dir)
     with pytest.raises(ModelRefusedError, match="does not decrypt"):
