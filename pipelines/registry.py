@@ -209,7 +209,7 @@ class Prediction(Base):
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, doc="Scored on a copy; never returned.")
     score: Mapped[float | None] = mapped_column(Float, doc="None when the model failed.")
     decision: Mapped[str | None] = mapped_column(String(16))
-    threshold: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float, doc="None for a regression's answer.")
     latency_ms: Mapped[float] = mapped_column(Float)
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(String(255), default=None)

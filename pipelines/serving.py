@@ -219,7 +219,7 @@ def prediction_row(
     model: LoadedModel,
     plan: ServingPlan,
     *,
-    threshold: float,
+    threshold: float | None,
     latency_ms: float,
     features: dict[str, Any],
     score: float | None = None,

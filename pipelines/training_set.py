@@ -27,7 +27,7 @@ class TrainingSetRef:
     uri: str
     sha256: str
     rows: int
-    positives: int
+    positives: int | None  # binary classification: rows labelled 1
     features: tuple[str, ...]
 
     def to_xcom(self) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def build_training_set(
         crypto.seal(staging / "data.parquet", data)  # encrypted at rest; its id is the plaintext's sha256
         digest = hashlib.sha256(data).hexdigest()
         target = root / digest[:16]
-        positives = int(joined[spec.label].sum())
+        positives = int(joined[spec.label].sum()) if spec.task == "binary_classification" else None
         lake.write_json(
             staging / "manifest.json",
             {
@@ -146,6 +146,7 @@ def build_training_set(
                 "feature_service": spec.feature_service,
                 "features": features,
                 "label": spec.label,
+                "task": spec.task,
                 "split_column": SPLIT_COLUMN,
                 "rows": len(joined),
                 "positives": positives,
@@ -169,5 +170,5 @@ def build_training_set(
     )
     if make_current:
         point_current_at(target)
-    log.info("training set %s: %d rows, %d positives", target.name, len(joined), positives)
+    log.info("training set %s: %d rows, %s positives", target.name, len(joined), positives)
     return TrainingSetRef(str(target), digest, len(joined), positives, tuple(features))
