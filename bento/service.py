@@ -75,9 +75,11 @@ class FeatureVector(BaseModel):
 
 class Score(BaseModel):
     transaction_id: str
-    score: float = Field(description="Probability of fraud.")
-    threshold: float
-    decision: Literal["review", "approve"]
+    score: float = Field(
+        description="A classifier's probability of the positive class (fraud); a regression's prediction."
+    )
+    threshold: float | None = Field(description="The score from which to review; None for a regression.")
+    decision: Literal["review", "approve"] | None
     model_version: str
     arm: Literal["champion", "challenger"]
     experiment_id: int | None
@@ -227,7 +229,7 @@ class Scorer:
         else:
             self.serving.record(arm, True, scoring)
         decision = self._decision(probability)
-        self.served.labels(arm, snapshot.plan.mode, decision).inc()
+        self.served.labels(arm, snapshot.plan.mode, decision or "none").inc()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._log(snapshot, transaction_id, unit_id, arm, model, values, started, score=probability,
                   decision=decision, degraded=degraded, freshness=ages)  # fmt: skip
@@ -266,7 +268,9 @@ class Scorer:
         self._log(snapshot, transaction_id, unit_id, "challenger", model, values, started, shadow=True,
                   score=probability, decision=decision)  # fmt: skip
 
-    def _decision(self, probability: float) -> Literal["review", "approve"]:
+    def _decision(self, probability: float) -> Literal["review", "approve"] | None:
+        if self.threshold is None:  # a regression's answer is the quantity itself
+            return None
         return "review" if probability >= self.threshold else "approve"
 
     def _log(
