@@ -22,6 +22,11 @@ from pipelines import crypto
 
 DATA = "data.parquet"
 SPLITS = ("train", "valid", "test")
+#: Task of a training set whose manifest names none: 0/1 labels, probabilities out.
+BINARY_CLASSIFICATION = "binary_classification"
+#: A finite float label, e.g. units sold; models predict it in label units.
+REGRESSION = "regression"
+TASKS = (BINARY_CLASSIFICATION, REGRESSION)
 
 
 class TrainingSetError(ValueError):
@@ -30,23 +35,33 @@ class TrainingSetError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """One split: a float32 feature matrix and 0/1 labels.
+    """One split: a float32 feature matrix and its labels.
 
     Attributes:
         X: Features, shape [N, F], float32; NaN marks a missing value.
-        y: Labels, shape [N], int8 with values 0 and 1.
+        y: Labels, shape [N]: int8 0 and 1 for binary classification, finite float32 for regression.
         features: The F column names, so params can name columns; empty when unknown.
+        task: ``binary_classification`` or ``regression``; the families fit and export accordingly.
     """
 
     X: np.ndarray
     y: np.ndarray
     features: tuple[str, ...] = ()
+    task: str = BINARY_CLASSIFICATION
 
     def __post_init__(self) -> None:
         if self.X.ndim != 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
             raise ValueError(f"X must be [N, F] and y [N]; got {self.X.shape} and {self.y.shape}")
         if self.features and len(self.features) != self.X.shape[1]:
             raise ValueError(f"{len(self.features)} feature names for {self.X.shape[1]} columns")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task '{self.task}'; choose one of {', '.join(TASKS)}")
+        if self.task == REGRESSION and not np.isfinite(self.y).all():
+            raise ValueError(f"regression labels must be finite; {non_finite(self.y)} are NaN or infinite")
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
 
     @property
     def n_features(self) -> int:
@@ -68,6 +83,7 @@ class TrainingSet:
         train: Rows used to fit.
         valid: Rows used for early stopping.
         test: Held-out rows for the reported metrics and the ONNX parity check.
+        task: The manifest's ``task``; ``binary_classification`` when it names none.
     """
 
     features: tuple[str, ...]
@@ -76,6 +92,7 @@ class TrainingSet:
     train: Dataset
     valid: Dataset
     test: Dataset
+    task: str = BINARY_CLASSIFICATION
 
 
 def local_path(uri_or_path: str) -> Path:
@@ -108,8 +125,14 @@ def save_training_set(
     label: str,
     use_case: str,
     split_column: str = "split",
+    task: str = BINARY_CLASSIFICATION,
 ) -> Path:
-    """Write the encrypted data and the manifest ``load_training_set`` reads, its sha256 pinning the data."""
+    """Write the encrypted data and the manifest ``load_training_set`` reads, its sha256 pinning the data.
+
+    The manifest names ``task`` only for regression, so binary training sets keep their manifest.
+    """
+    if task not in TASKS:
+        raise TrainingSetError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     directory.mkdir(parents=True)
     data = frame.to_parquet(index=False)
     crypto.seal(directory / DATA, data)
@@ -121,6 +144,8 @@ def save_training_set(
         "split_column": split_column,
         "rows": len(frame),
     }
+    if task != BINARY_CLASSIFICATION:
+        manifest["task"] = task
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
 
@@ -130,15 +155,18 @@ def load_training_set(directory: Path) -> TrainingSet:
 
     Args:
         directory: Holds the encrypted ``data.parquet`` and ``manifest.json`` with keys ``features``,
-            ``label``, ``split_column`` and ``sha256``.
+            ``label``, ``split_column`` and ``sha256``, and optionally ``task`` (``binary_classification``,
+            the default, or ``regression``).
 
     Returns:
-        The train, valid and test splits as float32 features and 0/1 labels.
+        The train, valid and test splits as float32 features; labels are 0/1 int8 for binary
+        classification and float32 for regression.
 
     Raises:
         TrainingSetError: If a file is missing, the data does not decrypt or its sha256 does not match,
-            a column is missing or not numeric, the label is not 0/1, or a split is empty or has a
-            single class.
+            a column is missing or not numeric, or a split is empty; for binary classification if the
+            label is not 0/1 or a split has a single class; for regression if a label is not numeric
+            or not finite.
     """
     data_path, manifest_path = directory / DATA, directory / "manifest.json"
     for path in (directory, crypto.sealed_path(data_path), manifest_path):
@@ -173,8 +201,14 @@ def load_training_set(directory: Path) -> TrainingSet:
             raise TrainingSetError(
                 f"feature '{name}' has dtype {frame[name].dtype}; features must be numeric"
             )
+    task: str = manifest["task"]
     labels = frame[label]
-    if labels.isna().any() or not labels.isin([0, 1]).all():
+    if task == REGRESSION:
+        if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+            raise TrainingSetError(
+                f"label '{label}' has dtype {labels.dtype}; a regression label must be numeric"
+            )
+    elif labels.isna().any() or not labels.isin([0, 1]).all():
         raise TrainingSetError(f"label '{label}' must hold only 0 and 1")
 
     splits = {}
@@ -182,12 +216,29 @@ def load_training_set(directory: Path) -> TrainingSet:
         rows = frame[frame[split_column] == split]
         if rows.empty:
             raise TrainingSetError(f"split '{split}' has no rows (column '{split_column}')")
-        y = rows[label].to_numpy(dtype=np.int8)
-        if y.min() == y.max():
-            raise TrainingSetError(f"label '{label}' has a single class ({y[0]}) in split '{split}'")
+        if task == REGRESSION:
+            y = rows[label].to_numpy(dtype=np.float32, na_value=np.nan)
+            # Checked after the float32 cast: a float64 label beyond float32's range becomes infinite.
+            bad = non_finite(y)
+            if bad:
+                raise TrainingSetError(
+                    f"label '{label}' has {bad} NaN or infinite value(s) in split '{split}'; "
+                    "regression labels must be finite"
+                )
+        else:
+            y = rows[label].to_numpy(dtype=np.int8)
+            if y.min() == y.max():
+                raise TrainingSetError(f"label '{label}' has a single class ({y[0]}) in split '{split}'")
         X = rows[features].to_numpy(dtype=np.float32, na_value=np.nan)
-        splits[split] = Dataset(X=X, y=y, features=tuple(features))
-    return TrainingSet(tuple(features), label, actual, splits["train"], splits["valid"], splits["test"])
+        splits[split] = Dataset(X=X, y=y, features=tuple(features), task=task)
+    return TrainingSet(
+        tuple(features), label, actual, splits["train"], splits["valid"], splits["test"], task=task
+    )
+
+
+def non_finite(values: np.ndarray) -> int:
+    """Counts the NaN and infinite entries of ``values``."""
+    return int(np.count_nonzero(~np.isfinite(np.asarray(values, dtype=np.float64))))
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -203,4 +254,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             raise TrainingSetError(f"{path}: key '{key}' is missing or not a {kind.__name__}")
     if not manifest["features"] or not all(isinstance(name, str) for name in manifest["features"]):
         raise TrainingSetError(f"{path}: 'features' must be a non-empty list of column names")
+    manifest.setdefault("task", BINARY_CLASSIFICATION)
+    if manifest["task"] not in TASKS:
+        raise TrainingSetError(f"{path}: unknown task {manifest['task']!r}; choose one of {', '.join(TASKS)}")
     return manifest

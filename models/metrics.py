@@ -1,4 +1,4 @@
-"""Binary-classification metrics reported for every model, computed the same way for all families."""
+"""Metrics reported for every model, computed the same way for all families, per task."""
 
 from __future__ import annotations
 
@@ -127,3 +127,52 @@ def _labels_and_probabilities(y_true: np.ndarray, proba: np.ndarray) -> tuple[np
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         raise ValueError("proba must be finite probabilities in [0, 1]")
     return y.astype(np.float64), p
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Scores predictions in label units against the labels.
+
+    Args:
+        y_true: Labels, shape [N] (or [N, 1]), finite.
+        y_pred: Predictions in label units, shape [N] (or [N, 1]), finite.
+
+    Returns:
+        ``rmse``; ``mae``; ``wape``, sum |error| / sum |label| (``inf`` when every label is 0 and some
+        error is not, 0 when both are); ``bias``, mean(prediction - label), positive when the model
+        over-predicts; ``r2``, 1 - SSE / SST (``-inf`` when the labels are constant and some error is
+        not, 1 when both are); and ``n``, the number of rows, an int.
+
+    Raises:
+        ValueError: If there are no rows, the shapes differ, or a label or prediction is NaN or infinite.
+    """
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if len(y) != len(p):
+        raise ValueError(f"y_true has {len(y)} rows but y_pred has {len(p)}")
+    if not len(y):
+        raise ValueError("y_true and y_pred are empty; regression metrics need at least one row")
+    for name, values in (("y_true", y), ("y_pred", p)):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"{name} has {bad} NaN or infinite value(s); regression metrics need finite values"
+            )
+    error = p - y
+    absolute = np.abs(error)
+    squared = float(np.sum(error**2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(absolute.mean()),
+        "wape": _ratio(float(absolute.sum()), float(np.abs(y).sum())),
+        "bias": float(error.mean()),
+        "r2": 1.0 - _ratio(squared, total),
+        "n": len(y),
+    }
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    # x / 0: 0 when nothing is wrong (a perfect fit), else infinitely bad, never a NaN.
+    if denominator > 0:
+        return numerator / denominator
+    return 0.0 if numerator == 0 else float("inf")

@@ -1,4 +1,8 @@
-"""Tabular MLP in PyTorch: in-graph imputation, scaling and embeddings; best epoch kept, then calibrated."""
+"""Tabular MLP in PyTorch: in-graph imputation, scaling and embeddings; best epoch kept.
+
+A binary classifier is then Platt-calibrated; a regressor learns a scaled target (mse) or a log-rate
+(poisson) and its head maps the output back to label units, in PyTorch and in the ONNX graph alike.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.calibration import PlattCalibrator, fit_platt
-from models.dataset import Dataset
-from models.interface import ONNX_INPUT, ONNX_PROBABILITIES, Family, ParamsError
+from models.dataset import BINARY_CLASSIFICATION, REGRESSION, Dataset
+from models.interface import ONNX_INPUT, ONNX_PREDICTION, ONNX_PROBABILITIES, Family, ParamsError
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,8 @@ ONNX_OPSET = 18
 MAX_CODE_SPAN = 1 << 16
 #: Codes must be exact in float32, and every integer up to 2**24 is.
 _MAX_ABS_CODE = 1 << 24
+#: Regression losses ``loss`` may name; the first is the default.
+REGRESSION_LOSSES = ("mse", "poisson")
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,10 @@ class MLPParams:
         batch_size: Rows per optimiser step.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
-        pos_weight: Weight of positive rows in the loss; default negatives/positives of train.
+        pos_weight: Binary classification only: weight of positive rows in the loss; default
+            negatives/positives of train.
+        loss: Regression only: ``mse`` (default) on the standardised label, or ``poisson`` on a
+            log-rate, for non-negative counts; ``None`` until ``from_dict`` resolves it.
         num_threads: CPU threads while training; small tabular MLPs train fastest on one, as
             thread synchronisation outweighs the tiny matrix products.
         categorical: Columns holding integer codes, by feature name or 0-based index; each gets an
@@ -58,13 +67,15 @@ class MLPParams:
     pos_weight: float | None = None
     num_threads: int = 1
     categorical: tuple[int | str, ...] = ()
+    loss: str | None = None
 
     @classmethod
-    def from_dict(cls, params: Mapping[str, Any]) -> MLPParams:
-        """Validates a params mapping, e.g. from ``--params`` JSON.
+    def from_dict(cls, params: Mapping[str, Any], task: str = BINARY_CLASSIFICATION) -> MLPParams:
+        """Validates a params mapping, e.g. from ``--params`` JSON, for ``task``.
 
         Raises:
-            ParamsError: On an unknown key or a value of the wrong type or range.
+            ParamsError: On an unknown key, a value of the wrong type or range, or a key of the other
+                task (``pos_weight`` for regression, ``loss`` for binary classification).
         """
         unknown = sorted(set(params) - set(cls.__dataclass_fields__))
         if unknown:
@@ -72,6 +83,18 @@ class MLPParams:
                 f"unknown pytorch_mlp params {unknown}; known: {sorted(cls.__dataclass_fields__)}"
             )
         values = dict(params)
+        if task == REGRESSION:
+            if "pos_weight" in values:
+                raise ParamsError(
+                    "pytorch_mlp param 'pos_weight' weighs positives; it has no use in regression"
+                )
+            loss = values.setdefault("loss", REGRESSION_LOSSES[0])
+            if loss not in REGRESSION_LOSSES:
+                raise ParamsError(
+                    f"pytorch_mlp param 'loss' must be one of {', '.join(REGRESSION_LOSSES)}, got {loss!r}"
+                )
+        elif "loss" in values:
+            raise ParamsError("pytorch_mlp param 'loss' applies to regression only; classifiers use log loss")
         hidden = values.get("hidden", cls.hidden)
         if (
             not isinstance(hidden, list | tuple)
@@ -215,6 +238,90 @@ class TabularMLP(nn.Module):
         return (x - self.mean) / self.scale
 
 
+@dataclass(frozen=True)
+class TargetScaling:
+    """How a regressor's network output maps to label units; float32-representable, so native and ONNX agree.
+
+    Attributes:
+        loss: ``mse`` or ``poisson``.
+        shift: Added last (mse: the train label mean; poisson: 0).
+        scale: mse: the train label standard deviation; poisson: the train label mean.
+    """
+
+    loss: str
+    shift: float
+    scale: float
+
+    @property
+    def log_link(self) -> bool:
+        """poisson: the network outputs a log-rate and the prediction is ``scale * exp(output)``."""
+        return self.loss == "poisson"
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        """What the network learns: ``(y - shift) / scale``, float32 of shape [N]."""
+        return ((np.asarray(y, dtype=np.float64) - self.shift) / self.scale).astype(np.float32)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "link": "log" if self.log_link else "identity",
+            "shift": self.shift,
+            "scale": self.scale,
+        }
+
+
+def target_scaling(y: np.ndarray, loss: str) -> TargetScaling:
+    """Scales the train labels so the network learns numbers near 1 whatever the label's units.
+
+    Args:
+        y: Train labels, shape [N], finite.
+        loss: ``mse``: standardise by the mean and standard deviation. ``poisson``: divide by the mean,
+            so a zero output predicts the mean rate.
+
+    Returns:
+        The scaling, rounded to float32; a constant (or all-zero) label scales by 1.
+
+    Raises:
+        ParamsError: For ``poisson`` if a label is negative.
+    """
+    values = np.asarray(y, dtype=np.float64)
+    if loss == "poisson":
+        negative = int(np.count_nonzero(values < 0))
+        if negative:
+            raise ParamsError(
+                f"pytorch_mlp loss 'poisson' needs non-negative labels; {negative} are negative; use 'mse'"
+            )
+        mean = float(values.mean())
+        return TargetScaling(loss, 0.0, float(np.float32(mean)) if mean > 0 else 1.0)
+    std = float(values.std())
+    scale = float(np.float32(std)) if std > 1e-12 * max(1.0, abs(float(values.mean()))) else 1.0
+    return TargetScaling(loss, float(np.float32(values.mean())), scale)
+
+
+class RegressionHead(nn.Module):
+    """Wraps a regressor's network so it returns predictions in label units, shape [N].
+
+    ``prediction = output * scale + shift`` for mse, ``scale * exp(output)`` for poisson: the target
+    scaling travels inside the state_dict and the exported graph.
+    """
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, model: nn.Module, target: TargetScaling) -> None:
+        super().__init__()
+        self.model = model
+        self.log_link = target.log_link
+        self.register_buffer("shift", torch.tensor(target.shift, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(target.scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.model(x)
+        if self.log_link:
+            return torch.exp(output) * self.scale
+        return output * self.scale + self.shift
+
+
 class ProbabilityHead(nn.Module):
     """Wraps a logit model so it returns [N, 2] = [1 - p, p], the ONNX contract of every family.
 
@@ -241,13 +348,17 @@ class FittedMLP:
     """A trained MLP, on CPU in eval mode, holding the weights of its best epoch.
 
     Attributes:
-        model: The network; takes raw float32 features, NaN allowed; returns uncalibrated logits.
+        model: The network; takes raw float32 features, NaN allowed; returns a classifier's uncalibrated
+            logits or a regressor's scaled output (see ``target``).
         params: The hyperparameters used.
         best_epoch: 1-based epoch with the lowest validation loss.
         history: Per-epoch ``train_loss`` and ``valid_loss``.
         device: Where it was trained: ``cuda`` (with mixed precision) or ``cpu``.
-        calibrator: Maps the logits to calibrated probabilities; fitted on ``valid``.
+        calibrator: Maps a classifier's logits to calibrated probabilities, fitted on ``valid``; None for
+            a regressor.
         categorical: The embedded columns and their codes, needed to rebuild ``model``.
+        task: ``binary_classification`` or ``regression``.
+        target: A regressor's map from ``model``'s output to label units; None for a classifier.
     """
 
     model: TabularMLP
@@ -255,12 +366,14 @@ class FittedMLP:
     best_epoch: int
     history: tuple[Mapping[str, float], ...] = field(default=())
     device: str = "cpu"
-    calibrator: PlattCalibrator = field(default_factory=PlattCalibrator)
+    calibrator: PlattCalibrator | None = field(default_factory=PlattCalibrator)
     categorical: tuple[CategoricalColumn, ...] = ()
+    task: str = BINARY_CLASSIFICATION
+    target: TargetScaling | None = None
 
     @property
     def summary(self) -> Mapping[str, Any]:
-        return {
+        facts: dict[str, Any] = {
             "best_epoch": self.best_epoch,
             "best_valid_loss": self.history[self.best_epoch - 1]["valid_loss"],
             "categorical": [
@@ -268,29 +381,47 @@ class FittedMLP:
                 for c in self.categorical
             ],
         }
+        if self.target is not None:
+            facts["target"] = self.target.as_dict()
+        return facts
 
 
 def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) -> FittedMLP:
-    """Trains the MLP with AdamW, keeps the epoch with the lowest validation loss, calibrates on ``valid``.
+    """Trains the MLP for ``train.task`` with AdamW and keeps the epoch with the lowest validation loss.
 
+    A binary classifier learns with weighted log loss and is then calibrated on ``valid``. A regressor
+    learns ``TargetScaling.targets`` of the label with mean squared error or Poisson log loss on a
+    log-rate (``loss``), and predicts in label units through ``RegressionHead``.
     Deterministic on CPU for a given seed; on CUDA it uses automatic mixed precision.
 
     Args:
         train: Rows to fit; NaN features are imputed with the train mean inside the model. The codes of
             each categorical column seen here get their own embedding slot.
-        valid: Rows for choosing the best epoch and fitting the Platt calibration.
+        valid: Rows for choosing the best epoch and, for a classifier, fitting the Platt calibration.
         params: Keys of ``MLPParams``.
         seed: Seeds weight init, dropout and the batch order.
 
     Returns:
-        The best-epoch model, moved to CPU in eval mode, with its calibrator.
+        The best-epoch model, moved to CPU in eval mode, with a classifier's calibrator or a regressor's
+        target scaling.
 
     Raises:
-        ParamsError: If ``params`` are invalid, or a categorical column is unknown or does not hold
-            integer codes spanning at most ``MAX_CODE_SPAN`` values.
+        ParamsError: If ``params`` are invalid, a categorical column is unknown or does not hold
+            integer codes spanning at most ``MAX_CODE_SPAN`` values, or the poisson loss meets a
+            negative label.
     """
-    hp = MLPParams.from_dict(params)
+    if train.task != valid.task:
+        raise ValueError(f"train is {train.task} but valid is {valid.task}")
+    hp = MLPParams.from_dict(params, train.task)
     categorical = _categorical_columns(train, hp.categorical)
+    target: TargetScaling | None = None
+    if train.task == REGRESSION:
+        target = target_scaling(train.y, hp.loss or REGRESSION_LOSSES[0])
+        if target.log_link and (valid.y < 0).any():
+            raise ParamsError("pytorch_mlp loss 'poisson' needs non-negative labels; valid has negative ones")
+        train_target, valid_target = target.targets(train.y), target.targets(valid.y)
+    else:
+        train_target, valid_target = train.y.astype(np.float32), valid.y.astype(np.float32)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with _training_context(device, hp.num_threads):
         torch.manual_seed(seed)
@@ -300,14 +431,12 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
         model.scale.copy_(torch.from_numpy(scale))
         model.to(device)
 
-        positives = train.positives
-        pos_weight = hp.pos_weight if hp.pos_weight is not None else (len(train.y) - positives) / positives
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        loss_fn = _loss_function(train, hp, target, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
         use_amp = device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         loader = DataLoader(
-            TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train.y.astype(np.float32))),
+            TensorDataset(torch.from_numpy(train.X), torch.from_numpy(train_target)),
             batch_size=hp.batch_size,
             shuffle=True,
             # BatchNorm cannot train on a batch of one row.
@@ -316,7 +445,7 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
             pin_memory=use_amp,
         )
         valid_x = torch.from_numpy(valid.X).to(device)
-        valid_y = torch.from_numpy(valid.y.astype(np.float32)).to(device)
+        valid_y = torch.from_numpy(valid_target).to(device)
 
         history: list[dict[str, float]] = []
         best_loss, best_state, best_epoch = float("inf"), copy.deepcopy(model.state_dict()), 1
@@ -356,6 +485,11 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
     model.load_state_dict(best_state)
     model.to("cpu").eval()
     logger.info("[pytorch_mlp] best epoch %d valid_loss=%.5f on %s", best_epoch, best_loss, device.type)
+    if target is not None:
+        logger.info("[pytorch_mlp] regression target: %s", target.as_dict())
+        return FittedMLP(
+            model, hp, best_epoch, tuple(history), device.type, None, categorical, REGRESSION, target
+        )
     calibrator = fit_platt(_logits(model, valid.X), valid.y)
     logger.info(
         "[pytorch_mlp] platt calibration: slope=%.5f intercept=%.5f", calibrator.slope, calibrator.intercept
@@ -363,17 +497,53 @@ def fit(train: Dataset, valid: Dataset, params: Mapping[str, Any], seed: int) ->
     return FittedMLP(model, hp, best_epoch, tuple(history), device.type, calibrator, categorical)
 
 
+def _loss_function(
+    train: Dataset, hp: MLPParams, target: TargetScaling | None, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if target is None:
+        positives = train.positives
+        pos_weight = hp.pos_weight if hp.pos_weight is not None else (len(train.y) - positives) / positives
+        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    # In float32 even under mixed precision: exp and squares of float16 outputs overflow early.
+    if target.log_link:
+        poisson = nn.PoissonNLLLoss(log_input=True, full=False)
+        return lambda output, y: poisson(output.float(), y)
+    mse = nn.MSELoss()
+    return lambda output, y: mse(output.float(), y)
+
+
 def predict_proba(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
-    """Returns calibrated P(y=1) for each row of raw features ``X`` as a float64 array of shape [N]."""
+    """Returns calibrated P(y=1) for each row of raw features ``X`` as a float64 array of shape [N].
+
+    Raises:
+        ValueError: For a regressor, which has no probabilities; use ``predict``.
+    """
+    if fitted.calibrator is None:
+        raise ValueError(f"a {fitted.task} model has no probabilities; use predict")
     return fitted.calibrator.probabilities(predict_margin(fitted, X))
 
 
 def predict_margin(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
-    """Returns the uncalibrated logit for each row of raw features ``X`` as float64 of shape [N]."""
+    """Returns the network's output for each row of raw features ``X`` as float64 of shape [N].
+
+    A classifier's uncalibrated logit; a regressor's output before ``RegressionHead`` maps it to label
+    units (the standardised label for mse, the log of rate / scale for poisson).
+    """
     return _logits(fitted.model, X)
 
 
-def _logits(model: TabularMLP, X: np.ndarray) -> np.ndarray:
+def predict(fitted: FittedMLP, X: np.ndarray) -> np.ndarray:
+    """Returns what the ONNX output carries, float64 of shape [N].
+
+    A regressor's prediction in label units, computed by ``RegressionHead`` in float32 as the ONNX graph
+    does; a classifier's calibrated P(y=1).
+    """
+    if fitted.target is None:
+        return predict_proba(fitted, X)
+    return _logits(RegressionHead(fitted.model, fitted.target), X)
+
+
+def _logits(model: nn.Module, X: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
@@ -385,9 +555,13 @@ def save_native(fitted: FittedMLP, directory: Path) -> Path:
 
     Rebuild with ``TabularMLP(n_features, params.hidden, params.dropout, categorical)`` and
     ``load_state_dict``; ``models.train`` records the categorical codes and the calibrator in the manifest.
+    A regressor saves ``RegressionHead(model, target)``'s state_dict instead: the network's keys under
+    ``model.`` plus the ``shift`` and ``scale`` buffers; its loss (hence link) is in the manifest's params
+    and ``fit.target``.
     """
     path = Path(directory) / NATIVE_FILENAME
-    torch.save(fitted.model.state_dict(), path)
+    module: nn.Module = fitted.model if fitted.target is None else RegressionHead(fitted.model, fitted.target)
+    torch.save(module.state_dict(), path)
     return path
 
 
@@ -416,15 +590,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def export_onnx(fitted: FittedMLP, n_features: int, path: Path) -> None:
     """Exports BatchNorm-folded eval-mode weights to a single ONNX file.
 
-    The graph takes ``input`` [N, F] raw float32 features (NaN allowed) and returns
-    ``probabilities`` [N, 2] = [1 - p, p] with p calibrated, with a dynamic batch axis.
+    The graph takes ``input`` [N, F] raw float32 features (NaN allowed) and returns, with a dynamic
+    batch axis, a classifier's ``probabilities`` [N, 2] = [1 - p, p] with p calibrated, or a regressor's
+    ``prediction`` [N] float32 in label units (``RegressionHead`` is part of the graph).
 
     Args:
-        fitted: The trained MLP and its calibrator.
+        fitted: The trained MLP and its calibrator or target scaling.
         n_features: Width of the input.
         path: Where to write the ONNX model; weights are embedded, not external.
     """
-    module = ProbabilityHead(fold_batchnorm(fitted.model), fitted.calibrator).eval()
+    module: nn.Module
+    if fitted.target is not None:
+        module, output = RegressionHead(fold_batchnorm(fitted.model), fitted.target).eval(), ONNX_PREDICTION
+    else:
+        module = ProbabilityHead(fold_batchnorm(fitted.model), fitted.calibrator).eval()
+        output = ONNX_PROBABILITIES
     # Batch of 2: torch.export specialises sizes 0 and 1, which would pin the batch axis.
     example = torch.zeros(2, n_features, dtype=torch.float32)
     with _quiet_exporter():
@@ -434,7 +614,7 @@ def export_onnx(fitted: FittedMLP, n_features: int, path: Path) -> None:
             str(path),
             dynamo=True,
             input_names=[ONNX_INPUT],
-            output_names=[ONNX_PROBABILITIES],
+            output_names=[output],
             dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
             opset_version=ONNX_OPSET,
             external_data=False,
@@ -545,4 +725,5 @@ FAMILY = Family(
     predict_margin=predict_margin,
     save_native=save_native,
     export_onnx=export_onnx,
+    predict=predict,
 )

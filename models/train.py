@@ -5,8 +5,11 @@ Usage::
     python -m models.train --training-set DIR --family {lightgbm,pytorch_mlp} --params JSON \\
         --output DIR [--seed 42] [--threshold 0.5]
 
-Probabilities, in ``metrics.json`` and from the ONNX model alike, are Platt-calibrated on the valid split;
+The training set's manifest names the task. Binary classification: probabilities, in ``metrics.json`` and
+from the ONNX model (output ``probabilities``) alike, are Platt-calibrated on the valid split;
 ``metrics.json`` also compares Brier score and ECE on the test split before and after calibration.
+Regression: predictions are in label units (ONNX output ``prediction``), ``metrics.json`` holds RMSE, MAE,
+WAPE, bias and R² and those of the train-mean baseline; ``--threshold`` does not apply.
 
 Exit codes: 0 trained and parity passed; 2 bad input (the reason is one line on stderr);
 3 the ONNX model does not reproduce the native model (``model.onnx`` is not kept, the manifest
@@ -29,14 +32,19 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pipelines import crypto
 
-from models.dataset import TrainingSetError, load_training_set, local_path
+from models.dataset import REGRESSION, TrainingSet, TrainingSetError, load_training_set, local_path
+
+if TYPE_CHECKING:
+    from models.interface import Family, Fitted
 
 logger = logging.getLogger("models")
 
+#: Largest |ONNX - native| P(y=1) of a classifier; a regressor's tolerances are in ``models.onnx_parity``.
 PARITY_TOLERANCE = 1e-5
 ONNX_FILENAME = "model.onnx"
 EXIT_BAD_INPUT = 2
@@ -110,9 +118,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def run(config: TrainConfig) -> int:
     """Trains, evaluates, exports and parity-checks one model, writing everything to ``config.output``.
 
-    Writes ``model.onnx`` and the native model, both encrypted (``.enc``), ``metrics.json`` (test
-    metrics of the calibrated model, plus ``valid`` and ``calibration``: Brier and ECE before and
-    after) and ``manifest.json`` (with the calibrator under ``calibration``).
+    Writes ``model.onnx`` and the native model, both encrypted (``.enc``), ``metrics.json`` and
+    ``manifest.json`` (with ``task`` and the ONNX output it answers with, ``onnx_output``). For binary
+    classification the metrics are those of the calibrated model on test, plus ``valid`` and
+    ``calibration`` (Brier and ECE before and after), and the manifest holds the calibrator under
+    ``calibration``. For regression the metrics are ``regression_metrics`` on test, plus ``valid`` and
+    ``baseline`` (predicting the train label mean on test); the manifest's ``calibration`` and
+    ``threshold`` are null and ``parity`` holds ``atol``, ``rtol`` and the largest relative difference.
 
     Args:
         config: Validated arguments.
@@ -123,11 +135,15 @@ def run(config: TrainConfig) -> int:
     Raises:
         BadInput: For an unknown family, an invalid or tampered training set, or invalid params.
     """
-    from models.calibration import sigmoid
     from models.families import FAMILIES
-    from models.interface import ParamsError
-    from models.metrics import calibration_metrics, classification_metrics
-    from models.onnx_parity import check_parity, onnx_signature
+    from models.interface import ParamsError, onnx_output_name
+    from models.onnx_parity import (
+        ParityResult,
+        RegressionParityResult,
+        check_parity,
+        check_regression_parity,
+        onnx_signature,
+    )
 
     if config.family not in FAMILIES:
         raise BadInput(f"unknown family '{config.family}'; choose one of {', '.join(sorted(FAMILIES))}")
@@ -136,9 +152,11 @@ def run(config: TrainConfig) -> int:
         data = load_training_set(config.training_set)
     except TrainingSetError as exc:
         raise BadInput(str(exc)) from None
+    regression = data.task == REGRESSION
     logger.info(
-        "training %s on %d rows (%d valid, %d test), %d features, seed %d",
+        "training %s for %s on %d rows (%d valid, %d test), %d features, seed %d",
         family.name,
+        data.task,
         len(data.train.y),
         len(data.valid.y),
         len(data.test.y),
@@ -153,19 +171,13 @@ def run(config: TrainConfig) -> int:
         raise BadInput(str(exc)) from None
     train_seconds = time.perf_counter() - started
 
-    valid_proba = family.predict_proba(fitted, data.valid.X)
-    test_proba = family.predict_proba(fitted, data.test.X)
-    uncalibrated = sigmoid(family.predict_margin(fitted, data.test.X))
-    metrics: dict[str, Any] = {
-        **classification_metrics(data.test.y, test_proba, config.threshold),
-        "valid": classification_metrics(data.valid.y, valid_proba, config.threshold),
-        "calibration": calibration_metrics(data.test.y, uncalibrated, test_proba),
-    }
-    logger.info("test roc_auc=%.4f pr_auc=%.4f", metrics["roc_auc"], metrics["pr_auc"])
-    logger.info(
-        "test brier %.5f -> %.5f, ece %.5f -> %.5f after calibration",
-        *(metrics["calibration"][key] for key in ("brier_before", "brier_after", "ece_before", "ece_after")),
-    )
+    # What the ONNX output must reproduce on test: a regressor's prediction, P(y=1) of a classifier.
+    if regression:
+        test_scores = family.predict(fitted, data.test.X)
+        metrics = _regression_metrics(family, fitted, data, test_scores)
+    else:
+        test_scores = family.predict_proba(fitted, data.test.X)
+        metrics = _binary_metrics(family, fitted, data, config.threshold, test_scores)
 
     output = config.output
     output.mkdir(parents=True, exist_ok=True)
@@ -177,7 +189,11 @@ def run(config: TrainConfig) -> int:
         native_path = family.save_native(fitted, Path(scratch))
         onnx_path = Path(scratch) / ONNX_FILENAME
         family.export_onnx(fitted, len(data.features), onnx_path)
-        parity = check_parity(onnx_path, test_proba, data.test.X, PARITY_TOLERANCE)
+        parity: ParityResult | RegressionParityResult
+        if regression:
+            parity = check_regression_parity(onnx_path, test_scores, data.test.X)
+        else:
+            parity = check_parity(onnx_path, test_scores, data.test.X, PARITY_TOLERANCE)
         signature = onnx_signature(onnx_path)
         onnx_model = onnx_path.read_bytes()
         crypto.seal(output / native_path.name, native_path.read_bytes())
@@ -187,11 +203,15 @@ def run(config: TrainConfig) -> int:
         crypto.sealed_path(output / ONNX_FILENAME).unlink(missing_ok=True)
     logger.info("onnx parity on %d test rows: max_abs_diff=%.3g", parity.n_rows, parity.max_abs_diff)
 
+    calibration = None
+    if fitted.calibrator is not None:
+        calibration = {**fitted.calibrator.as_dict(), "fitted_on": "valid", "rows": len(data.valid.y)}
     manifest = {
         "family": family.name,
+        "task": data.task,
         "params": config.params,
         "seed": config.seed,
-        "threshold": config.threshold,
+        "threshold": None if regression else config.threshold,
         "features": list(data.features),
         "label": data.label,
         "training_set": str(config.training_set),
@@ -202,9 +222,10 @@ def run(config: TrainConfig) -> int:
         "encryption": "AES-256-GCM envelope (pipelines.crypto); files end in .enc",
         "onnx_inputs": list(signature.inputs),
         "onnx_outputs": list(signature.outputs),
-        "parity": {**asdict(parity), "tolerance": PARITY_TOLERANCE},
+        "onnx_output": onnx_output_name(data.task),
+        "parity": asdict(parity) if regression else {**asdict(parity), "tolerance": PARITY_TOLERANCE},
         "fit": dict(fitted.summary),
-        "calibration": {**fitted.calibrator.as_dict(), "fitted_on": "valid", "rows": len(data.valid.y)},
+        "calibration": calibration,
         "device": fitted.device,
         "train_seconds": round(train_seconds, 3),
         "library_versions": _library_versions(),
@@ -212,15 +233,66 @@ def run(config: TrainConfig) -> int:
     }
     if not parity.passed:
         _write_json(output / "manifest.json", manifest)
+        if isinstance(parity, RegressionParityResult):
+            gap = (
+                f"max_abs_diff {parity.max_abs_diff:.3g}, max_rel_diff {parity.max_rel_diff:.3g}: "
+                f"beyond {parity.atol} + {parity.rtol} * |native|"
+            )
+        else:
+            gap = f"max_abs_diff {parity.max_abs_diff:.3g} > {PARITY_TOLERANCE}"
         print(
-            f"error: ONNX parity failed: max_abs_diff {parity.max_abs_diff:.3g} > {PARITY_TOLERANCE} "
-            f"on {parity.n_rows} test rows; model.onnx not kept",
+            f"error: ONNX parity failed: {gap} on {parity.n_rows} test rows; model.onnx not kept",
             file=sys.stderr,
         )
         return EXIT_PARITY_FAILED
     _write_json(output / "manifest.json", manifest)
     logger.info("wrote %s", output)
     return 0
+
+
+def _binary_metrics(
+    family: Family, fitted: Fitted, data: TrainingSet, threshold: float, test_proba: np.ndarray
+) -> dict[str, Any]:
+    from models.calibration import sigmoid
+    from models.metrics import calibration_metrics, classification_metrics
+
+    valid_proba = family.predict_proba(fitted, data.valid.X)
+    uncalibrated = sigmoid(family.predict_margin(fitted, data.test.X))
+    metrics: dict[str, Any] = {
+        **classification_metrics(data.test.y, test_proba, threshold),
+        "valid": classification_metrics(data.valid.y, valid_proba, threshold),
+        "calibration": calibration_metrics(data.test.y, uncalibrated, test_proba),
+    }
+    logger.info("test roc_auc=%.4f pr_auc=%.4f", metrics["roc_auc"], metrics["pr_auc"])
+    logger.info(
+        "test brier %.5f -> %.5f, ece %.5f -> %.5f after calibration",
+        *(metrics["calibration"][key] for key in ("brier_before", "brier_after", "ece_before", "ece_after")),
+    )
+    return metrics
+
+
+def _regression_metrics(
+    family: Family, fitted: Fitted, data: TrainingSet, test_prediction: np.ndarray
+) -> dict[str, Any]:
+    from models.metrics import regression_metrics
+
+    # The floor any model must clear: predict the train label mean for every test row.
+    baseline = np.full(len(data.test.y), float(np.mean(data.train.y, dtype=np.float64)))
+    metrics: dict[str, Any] = {
+        **regression_metrics(data.test.y, test_prediction),
+        "valid": regression_metrics(data.valid.y, family.predict(fitted, data.valid.X)),
+        "baseline": {"predicts": "train label mean", **regression_metrics(data.test.y, baseline)},
+    }
+    logger.info(
+        "test rmse=%.4f (train-mean baseline %.4f) mae=%.4f wape=%.4f bias=%.4f r2=%.4f",
+        metrics["rmse"],
+        metrics["baseline"]["rmse"],
+        metrics["mae"],
+        metrics["wape"],
+        metrics["bias"],
+        metrics["r2"],
+    )
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:

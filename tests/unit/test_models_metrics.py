@@ -10,6 +10,7 @@ from models.metrics import (
     calibration_metrics,
     classification_metrics,
     expected_calibration_error,
+    regression_metrics,
 )
 
 
@@ -127,3 +128,53 @@ def test_brier_and_ece_reject_invalid_inputs(y, proba, message):
     for metric in (brier_score, expected_calibration_error):
         with pytest.raises(ValueError, match=message):
             metric(np.array(y), np.array(proba))
+
+
+def test_regression_metrics_match_hand_computed_values():
+    # given labels and predictions with errors +1, -1, +2, 0
+    y = np.array([2.0, 4.0, 0.0, 10.0])
+    pred = np.array([3.0, 3.0, 2.0, 10.0])
+    # when scored
+    metrics = regression_metrics(y, pred)
+    # then every metric is the textbook value and the keys are exactly the contract's
+    assert set(metrics) == {"rmse", "mae", "wape", "bias", "r2", "n"}
+    assert metrics["rmse"] == pytest.approx(np.sqrt((1 + 1 + 4 + 0) / 4))
+    assert metrics["mae"] == pytest.approx(1.0)
+    assert metrics["wape"] == pytest.approx(4 / 16)
+    assert metrics["bias"] == pytest.approx(0.5)
+    assert metrics["r2"] == pytest.approx(1 - 6 / np.sum((y - 4.0) ** 2))
+    assert metrics["n"] == 4
+    assert all(type(value) in (float, int) for value in metrics.values())
+
+
+def test_regression_bias_is_positive_when_the_model_over_predicts_and_perfect_fits_are_exact():
+    # given predictions 1 unit above every label, and perfect predictions of a constant label
+    over = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([2.0, 3.0, 4.0]))
+    constant = regression_metrics(np.zeros(3), np.zeros(3))
+    # then the bias is +1, and a perfect fit of all-zero labels scores 0 error and r2 1, not NaN
+    assert over["bias"] == pytest.approx(1.0)
+    assert over["r2"] == pytest.approx(1 - 3 / 2)
+    assert constant == {"rmse": 0.0, "mae": 0.0, "wape": 0.0, "bias": 0.0, "r2": 1.0, "n": 3}
+
+
+def test_regression_metrics_of_a_constant_mean_prediction_have_zero_r2():
+    # given the label mean as every prediction / when scored / then r2 is 0 and the bias 0
+    y = np.array([1.0, 5.0, 3.0, 7.0])
+    metrics = regression_metrics(y, np.full(4, y.mean()))
+    assert metrics["r2"] == pytest.approx(0.0)
+    assert metrics["bias"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("y", "pred", "message"),
+    [
+        ([], [], "empty"),
+        ([1.0, 2.0], [1.0], "2 rows but y_pred has 1"),
+        ([1.0, np.nan], [1.0, 2.0], "y_true has 1 NaN or infinite"),
+        ([1.0, 2.0], [np.inf, -np.inf], "y_pred has 2 NaN or infinite"),
+    ],
+)
+def test_regression_metrics_reject_empty_mismatched_or_non_finite_input(y, pred, message):
+    # given no rows, a length mismatch or a non-finite value / when scored / then a ValueError says which
+    with pytest.raises(ValueError, match=message):
+        regression_metrics(np.array(y), np.array(pred))
