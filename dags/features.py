@@ -22,13 +22,14 @@ def build(spec: UseCaseSpec) -> None:
         def build_tables() -> dict[str, int]:
             from airflow.sdk.exceptions import AirflowFailException
 
+            from pipelines.feature_tables import FeatureTableError
             from pipelines.features import build_feature_tables
             from pipelines.spec import load_spec
             from pipelines.validate import DataValidationError
 
             try:
                 return build_feature_tables(load_spec(spec.name)).rows
-            except DataValidationError as failed:
+            except (DataValidationError, FeatureTableError) as failed:
                 raise AirflowFailException(str(failed)) from None  # a broken feature is not transient
 
         @task
@@ -40,11 +41,13 @@ def build(spec: UseCaseSpec) -> None:
         @task(outlets=[features])
         def materialize() -> dict[str, int]:
             from pipelines.features import materialize as load_online
+            from pipelines.spec import load_spec
             from pipelines.windows import window_extra
 
             context = get_current_context()
             start, end = run_window(context)
-            written = {result.view: result.written for result in load_online(start, end)}
+            loaded = load_online(load_spec(spec.name), start, end)  # this use case's views only
+            written = {result.view: result.written for result in loaded}
             context["outlet_events"][features].extra = window_extra(start, end)
             return written  # rows each view changed online; 0 everywhere on a rerun
 

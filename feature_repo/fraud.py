@@ -4,16 +4,22 @@ TTLs are deliberate. Behaviour aggregates expire after 30 days: a customer quiet
 current behaviour, and the model sees it as missing rather than as a month-old burst. Profiles never
 expire (TTL 0): a customer's credit limit or a merchant's category code stays true until replaced.
 How old each value is, is reported by serving as feature freshness.
+
+Each view's input table is computed here too (`@feature_table`), from the validated datasets of the
+spec; every view is tagged with the use case, so materialization loads fraud's views only.
 """
 
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
+from pipelines.feature_tables import feature_table, one_row_per_instant
 from pipelines.lake import zone_dir
 
 USE_CASE = "fraud"
@@ -51,7 +57,7 @@ customer_behaviour = FeatureView(
     ],
     source=customer_behaviour_push,
     online=True,
-    tags={"owner": "data-engineering", "pii": "none"},
+    tags={"use_case": USE_CASE, "owner": "data-engineering", "pii": "none"},
 )
 
 customer_profile = FeatureView(
@@ -64,7 +70,7 @@ customer_profile = FeatureView(
     ],
     source=_source("customer_profile"),
     online=True,
-    tags={"owner": "data-engineering", "pii": "generalized", "kind": "profile"},
+    tags={"use_case": USE_CASE, "owner": "data-engineering", "pii": "generalized", "kind": "profile"},
 )
 
 merchant_profile = FeatureView(
@@ -77,7 +83,7 @@ merchant_profile = FeatureView(
     ],
     source=_source("merchant_profile"),
     online=True,
-    tags={"owner": "data-engineering", "pii": "none", "kind": "profile"},
+    tags={"use_case": USE_CASE, "owner": "data-engineering", "pii": "none", "kind": "profile"},
 )
 
 card_velocity = FeatureView(
@@ -93,7 +99,7 @@ card_velocity = FeatureView(
     ],
     source=_source("card_velocity"),
     online=True,
-    tags={"owner": "data-engineering", "pii": "none"},
+    tags={"use_case": USE_CASE, "owner": "data-engineering", "pii": "none"},
 )
 
 merchant_activity = FeatureView(
@@ -107,7 +113,7 @@ merchant_activity = FeatureView(
     ],
     source=_source("merchant_activity"),
     online=True,
-    tags={"owner": "data-engineering", "pii": "none"},
+    tags={"use_case": USE_CASE, "owner": "data-engineering", "pii": "none"},
 )
 
 transaction_request = RequestSource(
@@ -181,3 +187,91 @@ fraud_v2 = FeatureService(
     description="Features of the fraud model, version 2: v1 plus card velocity and merchant activity.",
     tags={"use_case": USE_CASE},
 )
+
+
+# Feature tables: each view's input, computed from the validated datasets of the spec.
+
+
+@feature_table(view="customer_behaviour", inputs=["transactions", "customers"])
+def customer_behaviour_table(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Each customer's state just after each of their transactions (rolling windows closed on the right).
+
+    Every customer also gets an opening row at sign-up (no transactions yet), so a point-in-time join
+    always finds a row at or before any event: Feast's file offline store drops entity rows that
+    match none, which would silently bias training sets against first transactions.
+    """
+    frame = transactions[["customer_id", "event_timestamp", "amount_aed"]].sort_values(
+        ["customer_id", "event_timestamp"], kind="stable"
+    )
+    grouped = frame.groupby("customer_id", sort=False)
+    out = frame[["customer_id", "event_timestamp"]].copy()
+    rolling = {
+        window: grouped.rolling(window, on="event_timestamp")["amount_aed"] for window in ("1h", "24h", "30D")
+    }
+    out["txn_count_1h"] = rolling["1h"].count().to_numpy().astype("int64")
+    out["txn_count_24h"] = rolling["24h"].count().to_numpy().astype("int64")
+    out["spend_24h_aed"] = rolling["24h"].sum().to_numpy().round(2)
+    out["avg_amount_30d_aed"] = rolling["30D"].mean().to_numpy().round(2)
+    out["last_txn_unix"] = out["event_timestamp"].astype("int64") / 1e9
+    opening = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"],
+            "event_timestamp": customers["signup_timestamp"],
+            "txn_count_1h": 0,
+            "txn_count_24h": 0,
+            "spend_24h_aed": 0.0,
+            "avg_amount_30d_aed": np.nan,
+            "last_txn_unix": np.nan,
+        }
+    )
+    combined = pd.concat([opening, out], ignore_index=True)
+    return one_row_per_instant(combined, "customer_id")
+
+
+@feature_table(view="card_velocity", inputs=["transactions"])
+def card_velocity_table(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Each card's pace just after each of its transactions: a compromised card bursts while the
+    customer's other card carries on as usual, so the card sees what the customer total blurs."""
+    frame = transactions[["card_id", "event_timestamp", "amount_aed"]].sort_values(
+        ["card_id", "event_timestamp"], kind="stable"
+    )
+    grouped = frame.groupby("card_id", sort=False)
+    out = frame[["card_id", "event_timestamp"]].copy()
+    hour = grouped.rolling("1h", on="event_timestamp")["amount_aed"]
+    day = grouped.rolling("24h", on="event_timestamp")["amount_aed"]
+    out["card_txn_count_1h"] = hour.count().to_numpy().astype("int64")
+    out["card_txn_count_24h"] = day.count().to_numpy().astype("int64")
+    out["card_spend_1h_aed"] = hour.sum().to_numpy().round(2)
+    return one_row_per_instant(out, "card_id")
+
+
+@feature_table(view="merchant_activity", inputs=["transactions"])
+def merchant_activity_table(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Each merchant's recent activity just after each of its transactions: a merchant suddenly busy
+    with unusually large or online payments is where takeover bursts tend to land."""
+    frame = transactions[["merchant_id", "event_timestamp", "amount_aed", "channel"]].sort_values(
+        ["merchant_id", "event_timestamp"], kind="stable"
+    )
+    frame = frame.assign(ecommerce=(frame["channel"] == "ecommerce").astype("float64"))
+    grouped = frame.groupby("merchant_id", sort=False)
+    out = frame[["merchant_id", "event_timestamp"]].copy()
+    day = grouped.rolling("24h", on="event_timestamp")
+    month = grouped.rolling("30D", on="event_timestamp")
+    out["merchant_txn_count_24h"] = day["amount_aed"].count().to_numpy().astype("int64")
+    out["merchant_avg_amount_30d_aed"] = month["amount_aed"].mean().to_numpy().round(2)
+    out["merchant_ecommerce_share_30d"] = month["ecommerce"].mean().to_numpy().round(4)
+    return one_row_per_instant(out, "merchant_id")
+
+
+@feature_table(view="customer_profile", inputs=["customers"])
+def customer_profile_table(customers: pd.DataFrame) -> pd.DataFrame:
+    return customers.assign(birth_year=customers["date_of_birth"].astype("int64"))[
+        ["customer_id", "signup_timestamp", "credit_limit_aed", "birth_year"]
+    ].rename(columns={"signup_timestamp": "event_timestamp"})
+
+
+@feature_table(view="merchant_profile", inputs=["merchants"])
+def merchant_profile_table(merchants: pd.DataFrame) -> pd.DataFrame:
+    return merchants.assign(merchant_is_online=merchants["is_online"].astype("int64"))[
+        ["merchant_id", "created_timestamp", "mcc", "merchant_is_online"]
+    ].rename(columns={"created_timestamp": "event_timestamp"})

@@ -693,18 +693,26 @@ def features_describe(name: str) -> None:
 @features.command("materialize")
 @click.option("--start", type=click.DateTime(), required=True, help="UTC, inclusive.")
 @click.option("--end", type=click.DateTime(), required=True, help="UTC, exclusive.")
-@guarded("features.materialize")
-def features_materialize(start: Any, end: Any) -> None:
-    """Load a window of every feature view into the online store (idempotent)."""
+@click.option("--use-case", default="fraud", show_default=True, help="Whose feature views to load.")
+@guarded("features.materialize", lambda a: a["use_case"])
+def features_materialize(start: Any, end: Any, use_case: str) -> None:
+    """Load a window of a use case's feature views into the online store (idempotent)."""
     import logging
     from datetime import UTC
 
+    from pipelines.feature_tables import FeatureTableError
     from pipelines.features import materialize
+    from pipelines.spec import SpecError, load_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if end <= start:
         raise click.ClickException("--end must be after --start")
-    for result in materialize(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC)):
+    try:
+        spec = load_spec(use_case)
+        results = materialize(spec, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+    except (SpecError, FeatureTableError) as refused:
+        raise click.ClickException(str(refused)) from None
+    for result in results:
         click.echo(f"{result.view}: {result.latest_rows} entities in window, {result.written} written")
 
 

@@ -1,20 +1,27 @@
-"""Feature pipeline: compute feature-view inputs from validated data, apply the Feast repo, materialize."""
+"""Feature pipeline: compute feature-view inputs from validated data, apply the Feast repo, materialize.
+
+What each use case computes is declared beside its Feast definitions (``feature_repo/<use_case>.py``,
+see `pipelines.feature_tables`); nothing here knows a use case.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, overload
 
 from pipelines import lake, redis_online, residency
+from pipelines.feature_tables import FeatureTable, FeatureTableError, declared_tables
 from pipelines.settings import get_settings
-from pipelines.spec import UseCaseSpec
+from pipelines.spec import Source, UseCaseSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,100 +68,6 @@ def read_validated(spec: UseCaseSpec, dataset: str, latest_only: bool = False) -
     return pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True)
 
 
-def customer_behaviour(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
-    """Each customer's state just after each of their transactions (rolling windows closed on the right).
-
-    Every customer also gets an opening row at sign-up (no transactions yet), so a point-in-time join
-    always finds a row at or before any event: Feast's file offline store drops entity rows that
-    match none, which would silently bias training sets against first transactions.
-    """
-    import numpy as np
-    import pandas as pd
-
-    frame = transactions[["customer_id", "event_timestamp", "amount_aed"]].sort_values(
-        ["customer_id", "event_timestamp"], kind="stable"
-    )
-    grouped = frame.groupby("customer_id", sort=False)
-    out = frame[["customer_id", "event_timestamp"]].copy()
-    rolling = {
-        window: grouped.rolling(window, on="event_timestamp")["amount_aed"] for window in ("1h", "24h", "30D")
-    }
-    out["txn_count_1h"] = rolling["1h"].count().to_numpy().astype("int64")
-    out["txn_count_24h"] = rolling["24h"].count().to_numpy().astype("int64")
-    out["spend_24h_aed"] = rolling["24h"].sum().to_numpy().round(2)
-    out["avg_amount_30d_aed"] = rolling["30D"].mean().to_numpy().round(2)
-    out["last_txn_unix"] = out["event_timestamp"].astype("int64") / 1e9
-    opening = pd.DataFrame(
-        {
-            "customer_id": customers["customer_id"],
-            "event_timestamp": customers["signup_timestamp"],
-            "txn_count_1h": 0,
-            "txn_count_24h": 0,
-            "spend_24h_aed": 0.0,
-            "avg_amount_30d_aed": np.nan,
-            "last_txn_unix": np.nan,
-        }
-    )
-    combined = pd.concat([opening, out], ignore_index=True)
-    return one_row_per_instant(combined, "customer_id")
-
-
-def one_row_per_instant(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Keep the state after the *last* event of each entity and instant.
-
-    Two transactions of a card in the same second give two rows with one timestamp; a point-in-time
-    join cannot tell them apart and would pick either, so the same data could build different
-    training sets. The last row already counts both, which is also what the stream pushes.
-    """
-    ordered = frame.sort_values([key, "event_timestamp"], kind="stable")
-    return ordered.drop_duplicates(subset=[key, "event_timestamp"], keep="last").reset_index(drop=True)
-
-
-def card_velocity(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Each card's pace just after each of its transactions: a compromised card bursts while the
-    customer's other card carries on as usual, so the card sees what the customer total blurs."""
-    frame = transactions[["card_id", "event_timestamp", "amount_aed"]].sort_values(
-        ["card_id", "event_timestamp"], kind="stable"
-    )
-    grouped = frame.groupby("card_id", sort=False)
-    out = frame[["card_id", "event_timestamp"]].copy()
-    hour = grouped.rolling("1h", on="event_timestamp")["amount_aed"]
-    day = grouped.rolling("24h", on="event_timestamp")["amount_aed"]
-    out["card_txn_count_1h"] = hour.count().to_numpy().astype("int64")
-    out["card_txn_count_24h"] = day.count().to_numpy().astype("int64")
-    out["card_spend_1h_aed"] = hour.sum().to_numpy().round(2)
-    return one_row_per_instant(out, "card_id")
-
-
-def merchant_activity(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Each merchant's recent activity just after each of its transactions: a merchant suddenly busy
-    with unusually large or online payments is where takeover bursts tend to land."""
-    frame = transactions[["merchant_id", "event_timestamp", "amount_aed", "channel"]].sort_values(
-        ["merchant_id", "event_timestamp"], kind="stable"
-    )
-    frame = frame.assign(ecommerce=(frame["channel"] == "ecommerce").astype("float64"))
-    grouped = frame.groupby("merchant_id", sort=False)
-    out = frame[["merchant_id", "event_timestamp"]].copy()
-    day = grouped.rolling("24h", on="event_timestamp")
-    month = grouped.rolling("30D", on="event_timestamp")
-    out["merchant_txn_count_24h"] = day["amount_aed"].count().to_numpy().astype("int64")
-    out["merchant_avg_amount_30d_aed"] = month["amount_aed"].mean().to_numpy().round(2)
-    out["merchant_ecommerce_share_30d"] = month["ecommerce"].mean().to_numpy().round(4)
-    return one_row_per_instant(out, "merchant_id")
-
-
-def customer_profile(customers: pd.DataFrame) -> pd.DataFrame:
-    return customers.assign(birth_year=customers["date_of_birth"].astype("int64"))[
-        ["customer_id", "signup_timestamp", "credit_limit_aed", "birth_year"]
-    ].rename(columns={"signup_timestamp": "event_timestamp"})
-
-
-def merchant_profile(merchants: pd.DataFrame) -> pd.DataFrame:
-    return merchants.assign(merchant_is_online=merchants["is_online"].astype("int64"))[
-        ["merchant_id", "created_timestamp", "mcc", "merchant_is_online"]
-    ].rename(columns={"created_timestamp": "event_timestamp"})
-
-
 def write_feature_table(spec: UseCaseSpec, view: str, frame: pd.DataFrame) -> Path:
     """Write one view's input; times at microseconds, the precision Feast serves them at (and one
     DuckDB's readers all type as a timestamp)."""
@@ -165,23 +78,118 @@ def write_feature_table(spec: UseCaseSpec, view: str, frame: pd.DataFrame) -> Pa
     return target
 
 
+def is_snapshot(source: Source) -> bool:
+    """A dimension file landed whole each run (no ``{date}`` in its path): only its latest partition is
+    current. Daily files and SQL increments each land a part of the history: all of them are read."""
+    return source.format == "csv" and not source.partitioned
+
+
+def use_case_module(use_case: str) -> ModuleType:
+    """``feature_repo/<use_case>.py``, imported afresh as a top-level module, as `feast apply` imports it.
+
+    Raises:
+        FeatureTableError: The feature repository has no module for the use case.
+    """
+    import importlib.util
+
+    repo = get_settings().feature_repo_dir
+    path = repo / f"{use_case}.py"
+    if not path.is_file():
+        raise FeatureTableError(
+            f"use case {use_case!r} has no feature definitions: {path} does not exist "
+            "(its Feast definitions and @feature_table builders belong there)"
+        )
+    _repo_on_path(repo)
+    loader_spec = importlib.util.spec_from_file_location(use_case, path)
+    assert loader_spec is not None and loader_spec.loader is not None  # a .py file always has a loader
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[use_case] = module  # definitions resolve lake paths when imported: never reuse a stale one
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(use_case, None)
+        raise
+    return module
+
+
+def _repo_on_path(repo: Path) -> None:
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))  # as `feast apply` does: repo files import as top-level modules
+
+
+def _view_columns(module: ModuleType, table: FeatureTable[Any], use_case: str) -> list[str]:
+    """The columns the table's feature view reads: entity keys, event timestamp, features."""
+    from feast import Entity, FeatureView
+
+    where = getattr(module, "__file__", None) or module.__name__
+    views = {value.name: value for value in vars(module).values() if isinstance(value, FeatureView)}
+    view = views.get(table.view)
+    if view is None:
+        raise FeatureTableError(
+            f"{where}: {table.name} feeds feature view {table.view!r}, which the module does not define"
+        )
+    if view.tags.get("use_case") != use_case:
+        raise FeatureTableError(
+            f"{where}: feature view {table.view!r} needs the tag use_case={use_case!r}: "
+            "materialization loads only the views tagged with their use case"
+        )
+    if view.batch_source is None:
+        raise FeatureTableError(f"{where}: feature view {table.view!r} has no batch source to read the table")
+    join_keys = {value.name: value.join_key for value in vars(module).values() if isinstance(value, Entity)}
+    keys = [column.name for column in view.entity_columns]
+    if not keys:
+        unknown = [name for name in view.entities if name not in join_keys]
+        if unknown:
+            raise FeatureTableError(
+                f"{where}: entities {unknown} of view {table.view!r} are not defined there"
+            )
+        keys = [join_keys[name] for name in view.entities]
+    return [*keys, view.batch_source.timestamp_field, *(feature.name for feature in view.features)]
+
+
 def build_feature_tables(spec: UseCaseSpec) -> FeatureTables:
     """Recompute every feature-view input from the whole validated history (deterministic, idempotent).
 
-    Each table must pass its ``expectations/<view>.features.json`` suite before any is written, so a
-    broken aggregation never reaches the offline store, a training set or the online store.
+    The tables are the ones ``feature_repo/<spec.name>.py`` declares with ``@feature_table``; each
+    builder gets its input datasets from the validated zone. Each table must have its view's entity
+    keys, timestamp and features, and pass its ``expectations/<view>.features.json`` suite, before any
+    is written, so a broken aggregation never reaches the offline store, a training set or the online
+    store.
+
+    Raises:
+        FeatureTableError: The use case declares no tables, or a table does not fit its view or spec.
+        DataValidationError: A table fails its feature suite; nothing was written.
     """
+    import pandas as pd
+
     from pipelines.validate import check_feature_tables
 
-    customers = read_validated(spec, "customers", latest_only=True)
-    transactions = read_validated(spec, "transactions")
-    tables = {
-        "customer_behaviour": customer_behaviour(transactions, customers),
-        "card_velocity": card_velocity(transactions),
-        "merchant_activity": merchant_activity(transactions),
-        "customer_profile": customer_profile(customers),
-        "merchant_profile": merchant_profile(read_validated(spec, "merchants", latest_only=True)),
+    module = use_case_module(spec.name)
+    declared = declared_tables(module)
+    columns = {table.view: _view_columns(module, table, spec.name) for table in declared}
+    datasets = list(dict.fromkeys(dataset for table in declared for dataset in table.inputs))
+    unknown = [dataset for dataset in datasets if dataset not in spec.sources]
+    if unknown:
+        raise FeatureTableError(
+            f"{module.__file__}: tables read {unknown}, which are not sources of use case {spec.name!r} "
+            f"(its sources: {sorted(spec.sources)})"
+        )
+    frames = {
+        dataset: read_validated(spec, dataset, latest_only=is_snapshot(spec.sources[dataset]))
+        for dataset in datasets
     }
+    tables = {}
+    for table in declared:
+        frame = table.build(frames)
+        if not isinstance(frame, pd.DataFrame):
+            raise FeatureTableError(f"{table.name} returned {type(frame).__name__}, not a pandas DataFrame")
+        missing = [column for column in columns[table.view] if column not in frame.columns]
+        if missing:
+            raise FeatureTableError(
+                f"{table.name} returned a table without {missing}, which feature view {table.view!r} "
+                f"reads (entity keys, event timestamp, features: {columns[table.view]})"
+            )
+        tables[table.view] = frame
     check_feature_tables(tables)
     for view, frame in tables.items():
         write_feature_table(spec, view, frame)
@@ -194,8 +202,7 @@ def apply_definitions() -> None:
     from feast.repo_operations import apply_total
 
     store = feature_store()
-    if store.repo_path not in sys.path:
-        sys.path.append(str(store.repo_path))  # as `feast apply` does: repo files import as top-level modules
+    _repo_on_path(Path(store.repo_path))
     for module in Path(store.repo_path).glob("*.py"):
         # Definitions resolve lake paths from the settings when imported: import them afresh each apply,
         # or a process that switches homes would register the first home's files.
@@ -214,16 +221,53 @@ class Materialized:
     written: int  # of those, rows new to serving, newer than it, or correcting it
 
 
-def materialize(start: datetime, end: datetime) -> list[Materialized]:
-    """Load ``[start, end)`` of every event feature view into the online store.
+@overload
+def materialize(spec: UseCaseSpec, start: datetime, end: datetime) -> list[Materialized]: ...
 
-    Profile views (tag ``kind: profile``) are keyed by when a profile began, not by the window, so
-    they are loaded whole; their rows are few.
+
+@overload
+def materialize(spec: datetime, start: datetime) -> list[Materialized]: ...
+
+
+def materialize(
+    spec: UseCaseSpec | datetime, start: datetime, end: datetime | None = None
+) -> list[Materialized]:
+    """Load ``[start, end)`` of the use case's feature views into the online store.
+
+    A use case's views are the ones tagged ``use_case: <spec.name>`` (as its feature services are),
+    so one use case's run never loads, or waits on, another's tables. Profile views (tag
+    ``kind: profile``) are keyed by when a profile began, not by the window, so they are loaded whole;
+    their rows are few.
+
+    ``materialize(start, end)``, the form before use cases were told apart, loads every view of the
+    Feast project; it is deprecated.
+
+    Raises:
+        FeatureTableError: No view in the registry is tagged with the use case.
     """
+    if isinstance(spec, datetime):
+        warnings.warn(
+            "materialize(start, end) loads every use case's views; call materialize(spec, start, end)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        use_case, start, end = None, spec, start
+    else:
+        use_case = spec.name
+    assert end is not None  # both overloads give the window's end
     residency.require_storage("the online store")
     store = feature_store()
+    if use_case is None:
+        views = store.list_feature_views()
+    else:
+        views = store.list_feature_views(tags={"use_case": use_case})
+        if not views:
+            raise FeatureTableError(
+                f"no feature view in the registry is tagged use_case={use_case!r}: tag the views in "
+                f"feature_repo/{use_case}.py and apply the definitions"
+            )
     results = []
-    for view in store.list_feature_views():
+    for view in views:
         view_start = min(start, EPOCH) if view.tags.get("kind") == "profile" else start
         results.append(materialize_view(store, view, view_start, end))
     return results
@@ -300,3 +344,24 @@ def _overwriting(online_store: Any) -> Iterator[None]:
     finally:
         if dedup is not None:
             online_store.skip_dedup = dedup
+
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any name imported from here
+
+    def __getattr__(name: str) -> Any:
+        """Builders that lived here before tables were declared beside their views (fraud's
+        ``customer_behaviour``, ``card_velocity``, ...) still import from here, by their view's name.
+
+        Deprecated: use the table from its use case's module in the feature repository.
+        """
+        if not name.startswith("_"):
+            for path in sorted(get_settings().feature_repo_dir.glob("*.py")):
+                for value in vars(use_case_module(path.stem)).values():
+                    if isinstance(value, FeatureTable) and value.view == name:
+                        warnings.warn(
+                            f"pipelines.features.{name} moved to {path.name} as {value.name}",
+                            DeprecationWarning,
+                            stacklevel=2,
+                        )
+                        return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
