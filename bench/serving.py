@@ -411,7 +411,7 @@ def prepare(size: str) -> Champion:
     _check_layout()
     start = datetime.combine(data.start, datetime.min.time(), UTC)
     end = datetime.combine(data.end, datetime.min.time(), UTC)
-    materialize(start, end)
+    materialize(spec, start, end)
     training_set = build_training_set(spec, start, end)
     model_dir = train_local(spec, training_set.uri, training_set.sha256, FAMILY)
     decision = evaluate_gate(spec, training_set.to_xcom(), [model_dir])

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from pipelines import lake, redis_online, residency
 from pipelines.feature_tables import FeatureTable, FeatureTableError, declared_tables
@@ -221,17 +220,7 @@ class Materialized:
     written: int  # of those, rows new to serving, newer than it, or correcting it
 
 
-@overload
-def materialize(spec: UseCaseSpec, start: datetime, end: datetime) -> list[Materialized]: ...
-
-
-@overload
-def materialize(spec: datetime, start: datetime) -> list[Materialized]: ...
-
-
-def materialize(
-    spec: UseCaseSpec | datetime, start: datetime, end: datetime | None = None
-) -> list[Materialized]:
+def materialize(spec: UseCaseSpec, start: datetime, end: datetime) -> list[Materialized]:
     """Load ``[start, end)`` of the use case's feature views into the online store.
 
     A use case's views are the ones tagged ``use_case: <spec.name>`` (as its feature services are),
@@ -239,33 +228,17 @@ def materialize(
     ``kind: profile``) are keyed by when a profile began, not by the window, so they are loaded whole;
     their rows are few.
 
-    ``materialize(start, end)``, the form before use cases were told apart, loads every view of the
-    Feast project; it is deprecated.
-
     Raises:
         FeatureTableError: No view in the registry is tagged with the use case.
     """
-    if isinstance(spec, datetime):
-        warnings.warn(
-            "materialize(start, end) loads every use case's views; call materialize(spec, start, end)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        use_case, start, end = None, spec, start
-    else:
-        use_case = spec.name
-    assert end is not None  # both overloads give the window's end
     residency.require_storage("the online store")
     store = feature_store()
-    if use_case is None:
-        views = store.list_feature_views()
-    else:
-        views = store.list_feature_views(tags={"use_case": use_case})
-        if not views:
-            raise FeatureTableError(
-                f"no feature view in the registry is tagged use_case={use_case!r}: tag the views in "
-                f"feature_repo/{use_case}.py and apply the definitions"
-            )
+    views = store.list_feature_views(tags={"use_case": spec.name})
+    if not views:
+        raise FeatureTableError(
+            f"no feature view in the registry is tagged use_case={spec.name!r}: tag the views in "
+            f"feature_repo/{spec.name}.py and apply the definitions"
+        )
     results = []
     for view in views:
         view_start = min(start, EPOCH) if view.tags.get("kind") == "profile" else start
@@ -344,24 +317,3 @@ def _overwriting(online_store: Any) -> Iterator[None]:
     finally:
         if dedup is not None:
             online_store.skip_dedup = dedup
-
-
-if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any name imported from here
-
-    def __getattr__(name: str) -> Any:
-        """Builders that lived here before tables were declared beside their views (fraud's
-        ``customer_behaviour``, ``card_velocity``, ...) still import from here, by their view's name.
-
-        Deprecated: use the table from its use case's module in the feature repository.
-        """
-        if not name.startswith("_"):
-            for path in sorted(get_settings().feature_repo_dir.glob("*.py")):
-                for value in vars(use_case_module(path.stem)).values():
-                    if isinstance(value, FeatureTable) and value.view == name:
-                        warnings.warn(
-                            f"pipelines.features.{name} moved to {path.name} as {value.name}",
-                            DeprecationWarning,
-                            stacklevel=2,
-                        )
-                        return value
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,8 +43,8 @@ class TransactionEvent(BaseModel):
 def behaviour_at(history: Iterable[tuple[float, float]], at: float) -> dict[str, float | int]:
     """The behaviour features just after the event at ``at``, from (time, amount) pairs up to ``at``.
 
-    Mirrors the batch computation (`pipelines.features.customer_behaviour`): windows closed on the
-    right, (at - window, at].
+    Mirrors the batch computation (``customer_behaviour_table`` in ``feature_repo/fraud.py``): windows
+    closed on the right, (at - window, at].
     """
     within = [(time, amount) for time, amount in history if time <= at]
     hour = [amount for time, amount in within if time > at - HOUR]

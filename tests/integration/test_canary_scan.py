@@ -149,7 +149,7 @@ def planted_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             apply_definitions()
             start = datetime.combine(data.start, time.min, UTC)
             end = datetime.combine(data.end, time.min, UTC)
-            materialize(start, end)
+            materialize(use_case, start, end)
             training_set = build_training_set(use_case, start, end)
             model_dir = train_local(use_case, training_set.uri, training_set.sha256, "lightgbm")
             decision = evaluate_gate(use_case, training_set.to_xcom(), [model_dir])

@@ -32,7 +32,7 @@ def loaded(profile: str) -> dict[str, Any]:
     use_case, data = prepare_features(days=20)
     start = datetime.combine(data.start, datetime.min.time(), UTC)
     end = datetime.combine(data.end, datetime.min.time(), UTC)
-    materialize(start, end)
+    materialize(use_case, start, end)
     return {"spec": use_case, "start": start, "end": end}
 
 
@@ -58,7 +58,7 @@ def test_rerunning_a_window_leaves_the_online_store_byte_for_byte(
 ) -> None:
     before = online_dump(profile)
     assert before
-    materialize(loaded["start"], loaded["end"])
+    materialize(loaded["spec"], loaded["start"], loaded["end"])
     assert online_dump(profile) == before
 
 
@@ -84,7 +84,7 @@ def test_rerunning_an_old_window_keeps_newer_values_the_stream_pushed(loaded: di
     store = feature_store()
     store.write_to_online_store("customer_behaviour", pushed.reset_index(drop=True))
 
-    materialize(loaded["start"], loaded["end"])
+    materialize(loaded["spec"], loaded["start"], loaded["end"])
 
     online = store.get_online_features(
         features=["customer_behaviour:txn_count_24h"],
@@ -248,7 +248,7 @@ def test_a_late_correction_reaches_the_online_store_when_its_window_reruns(loade
     assert any(item.created for item in landed if item.dataset == "transactions")
     validate(use_case, [(item.dataset, item.partition) for item in landed])
     build_feature_tables(use_case)
-    materialize(loaded["end"] - timedelta(days=1), loaded["end"])
+    materialize(use_case, loaded["end"] - timedelta(days=1), loaded["end"])
 
     # Then serving sees the corrected state, though its event time did not change
     behaviour = pd.read_parquet(

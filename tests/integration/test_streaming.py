@@ -53,12 +53,14 @@ def consume(*extra: str, timeout: float = 300) -> subprocess.CompletedProcess[st
 
 
 def expected_state(events: list[dict[str, Any]]) -> pd.DataFrame:
-    from pipelines.features import customer_behaviour
+    from pipelines.features import use_case_module
 
     frame = pd.DataFrame(events).assign(
         event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True)
     )
-    rows = customer_behaviour(frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []}))
+    rows = use_case_module("fraud").customer_behaviour_table(
+        frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []})
+    )
     return (
         rows.sort_values("event_timestamp")
         .groupby("customer_id")

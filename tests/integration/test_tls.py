@@ -191,11 +191,11 @@ def test_plaintext_is_refused_by_us_before_connecting_and_by_the_server(
 
 def test_feast_prod_store_applies_materializes_and_serves_over_tls(tls_prod: dict[str, str]) -> None:
     # Given tiny reference data applied to Feast's SQL registry on the TLS PostgreSQL
-    _, data = prepare_features(days=3)
+    use_case, data = prepare_features(days=3)
 
     # When it is materialized into the TLS Redis
     start = datetime.combine(data.start, datetime.min.time(), UTC)
-    materialize(start, datetime.combine(data.end, datetime.min.time(), UTC))
+    materialize(use_case, start, datetime.combine(data.end, datetime.min.time(), UTC))
 
     # Then an online read over TLS returns the latest offline row
     behaviour = pd.read_parquet(

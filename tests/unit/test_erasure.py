@@ -51,7 +51,7 @@ def _model(db, version: int, training_set_sha256: str) -> registry.ModelVersion:
 def lake_with_a_model(falaj_home: Path):
     spec, data = prepare_features(days=3)
     start, end = (datetime.combine(day, datetime.min.time(), UTC) for day in (data.start, data.end))
-    materialize(start, end)
+    materialize(spec, start, end)
     training_set = build_training_set(spec, start, end)
     with registry.session() as db, db.begin():
         _model(db, 1, training_set.sha256)

@@ -1,20 +1,30 @@
-"""Feature-view inputs: rolling behaviour per customer (right-closed windows) and the two profiles."""
+"""Fraud's feature-view inputs: rolling behaviour per customer (right-closed windows) and the two profiles.
+
+The builders are taken from ``feature_repo/fraud.py`` as the pipeline loads it (`use_case_module`).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.features import customer_behaviour, customer_profile, merchant_profile
+from pipelines.features import use_case_module
 
 A, B, C = "C0000001", "C0000002", "C0000003"
 
 
 def _ts(*args: int) -> pd.Timestamp:
     return pd.Timestamp(datetime(*args, tzinfo=UTC))  # type: ignore[misc]
+
+
+@pytest.fixture
+def fraud() -> ModuleType:
+    """The fraud use case's feature module, whose ``@feature_table`` builders are tested here."""
+    return use_case_module("fraud")
 
 
 @pytest.fixture
@@ -54,13 +64,13 @@ def transactions() -> pd.DataFrame:
 
 
 def test_customer_behaviour_rolls_right_closed_windows_per_customer(
-    transactions: pd.DataFrame, customers: pd.DataFrame
+    fraud: ModuleType, transactions: pd.DataFrame, customers: pd.DataFrame
 ) -> None:
     # Given A paying 10, 20, 30, 40 AED at 10:00, 10:30, 11:00, 12:00 on 1 Jan,
     # and B paying 100 at 10:15 on 1 Jan and 50 at 11:00 on 2 Jan (24 h 45 min later)
 
     # When the behaviour table is built
-    table = customer_behaviour(transactions, customers)
+    table = fraud.customer_behaviour_table(transactions, customers)
 
     # Then each transaction row holds the state just after it, windows (t - w, t]:
     # A at 11:00 counts 10:30 and 11:00 but not 10:00 (left edge open); at 12:00 only itself.
@@ -90,11 +100,11 @@ def test_customer_behaviour_rolls_right_closed_windows_per_customer(
 
 
 def test_every_customer_gets_an_opening_row_at_signup(
-    transactions: pd.DataFrame, customers: pd.DataFrame
+    fraud: ModuleType, transactions: pd.DataFrame, customers: pd.DataFrame
 ) -> None:
     # Given three customers, one of whom (C) never paid
     # When the behaviour table is built
-    table = customer_behaviour(transactions, customers)
+    table = fraud.customer_behaviour_table(transactions, customers)
 
     # Then there is one opening row per customer at sign-up: zero counts and spend, no average, no last txn
     opening = table[table["last_txn_unix"].isna()]
@@ -112,10 +122,12 @@ def test_every_customer_gets_an_opening_row_at_signup(
         assert np.isnan(group["last_txn_unix"].iloc[0])
 
 
-def test_customer_profile_keeps_birth_year_and_no_identifiers(customers: pd.DataFrame) -> None:
+def test_customer_profile_keeps_birth_year_and_no_identifiers(
+    fraud: ModuleType, customers: pd.DataFrame
+) -> None:
     # Given validated customers with pseudonymized identifiers and birth years as text
     # When the profile table is built
-    profile = customer_profile(customers)
+    profile = fraud.customer_profile_table(customers)
 
     # Then it carries only the profile features, keyed by sign-up time, birth year as an integer
     assert list(profile.columns) == ["customer_id", "event_timestamp", "credit_limit_aed", "birth_year"]
@@ -125,7 +137,7 @@ def test_customer_profile_keeps_birth_year_and_no_identifiers(customers: pd.Data
     assert list(profile["credit_limit_aed"]) == [5000.0, 12000.0, 2000.0]
 
 
-def test_merchant_profile_renames_and_types_its_columns() -> None:
+def test_merchant_profile_renames_and_types_its_columns(fraud: ModuleType) -> None:
     # Given validated merchants
     merchants = pd.DataFrame(
         {
@@ -140,7 +152,7 @@ def test_merchant_profile_renames_and_types_its_columns() -> None:
     )
 
     # When the profile table is built
-    profile = merchant_profile(merchants)
+    profile = fraud.merchant_profile_table(merchants)
 
     # Then it holds the id, the time the profile began, the MCC and an integer online flag
     assert list(profile.columns) == ["merchant_id", "event_timestamp", "mcc", "merchant_is_online"]
@@ -149,9 +161,7 @@ def test_merchant_profile_renames_and_types_its_columns() -> None:
     assert list(profile["event_timestamp"]) == list(merchants["created_timestamp"])
 
 
-def test_two_events_in_the_same_second_leave_one_row_that_counts_both() -> None:
-    from pipelines.features import card_velocity
-
+def test_two_events_in_the_same_second_leave_one_row_that_counts_both(fraud: ModuleType) -> None:
     # Given a card used twice within the same second
     at = pd.Timestamp("2026-10-20T10:00:00", tz="UTC")
     transactions = pd.DataFrame(
@@ -162,7 +172,7 @@ def test_two_events_in_the_same_second_leave_one_row_that_counts_both() -> None:
         }
     )
     # When its velocity is computed
-    rows = card_velocity(transactions)
+    rows = fraud.card_velocity_table(transactions)
     # Then the instant has one row, the state after both (so a point-in-time join has one answer)
     assert list(rows["card_txn_count_1h"]) == [1, 3]
     assert list(rows["card_spend_1h_aed"]) == [10.0, 60.0]

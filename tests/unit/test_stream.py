@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.datagen import SIZES, generate
-from pipelines.features import customer_behaviour
+from pipelines.features import use_case_module
 from pipelines.stream import EventLog, SQLiteState, behaviour_at, consume_batch, parse, source_events
 
 
@@ -54,7 +54,9 @@ def test_stream_state_equals_the_batch_features(tmp_path: Path, day_files: list[
     frame = pd.DataFrame(events).assign(
         event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True)
     )
-    batch = customer_behaviour(frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []}))
+    batch = use_case_module("fraud").customer_behaviour_table(
+        frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []})
+    )
     batch_latest = (
         batch.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
     )
@@ -165,7 +167,9 @@ def test_bootstrap_gives_the_first_streamed_event_its_history(falaj_home: Path) 
     frame = pd.DataFrame(events).assign(
         event_timestamp=lambda f: pd.to_datetime(f["event_timestamp"], utc=True)
     )
-    batch = customer_behaviour(frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []}))
+    batch = use_case_module("fraud").customer_behaviour_table(
+        frame, pd.DataFrame({"customer_id": [], "signup_timestamp": []})
+    )
     expected = batch.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
     streamed = sink.latest()
     columns = ["txn_count_24h", "spend_24h_aed", "avg_amount_30d_aed"]
