@@ -9,6 +9,7 @@ a buffered writer, never on the request's time; a 429 or 503 tells the caller wh
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -50,7 +51,9 @@ class Guard:
         from pipelines.settings import get_settings
 
         spool = get_settings().home / "spool" / "serving-audit.jsonl"
-        return BufferedWriter("audit trail", write_audit_events, spool, audit.alert)
+        writer = BufferedWriter("audit trail", write_audit_events, spool, audit.alert)
+        atexit.register(writer.close)  # its thread is a daemon: buffered events must not die with the worker
+        return writer
 
     def record(self, **event: Any) -> None:
         """Hand an audit event to the buffered writer, stamped now; the request never waits for it."""

@@ -167,6 +167,12 @@ class Scorer:
     def __is_ready__(self) -> bool:
         return self.serving.snapshot is not None
 
+    @bentoml.on_shutdown
+    def _flush_logs(self) -> None:
+        """A stopping worker writes what its prediction log still buffers (or spools it) before it exits:
+        the writer is a daemon thread, and a row in its queue would die with the process."""
+        self.log.close()
+
     def _online(self, transactions: list[Transaction]) -> list[tuple[datetime, dict[str, Any]]]:
         """Each transaction's time and online features, fetched in one call for the whole list."""
         times = [(txn.event_timestamp or datetime.now(UTC)).astimezone(UTC) for txn in transactions]
