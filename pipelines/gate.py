@@ -109,7 +109,7 @@ def short_reason(checks: list[Check]) -> str:
     if failed:
         return ("; ".join(failed))[:1024]
     judged = sum(check.judged for check in checks)
-    first = next((check.detail for check in checks if check.name.startswith("floor:")), "")
+    first = next((check.detail for check in checks if check.name.startswith(("floor:", "ceiling:"))), "")
     return f"all {judged} judged rules hold ({first})"[:1024]
 
 

@@ -69,8 +69,9 @@ def package(spec: UseCaseSpec, version: int | None = None) -> str:
                     "onnx_sha256": champion.onnx_sha256,
                     "features": champion.features,
                     "feature_service": champion.feature_service,
-                    "threshold": spec.serving.threshold,
-                },
+                }
+                # BentoML metadata holds no None: a regression model has no threshold.
+                | ({"threshold": spec.serving.threshold} if spec.serving.threshold is not None else {}),
             ) as created:
                 for name in map(signing.stored_name, signing.MODEL_FILES):
                     shutil.copy2(model_dir / name, Path(created.path) / name)

@@ -114,13 +114,14 @@ def build_training_set(
             "an entity without any feature row was dropped"
         )
     # The gate judges the model per slice (channel, emirate, ...): carry those columns, not as features.
-    slices = [column for column in spec.gate.slices if column not in features]
+    keys = list(spec.entities.values())
+    slices = [column for column in spec.gate.slices if column not in (*features, *keys)]
     carried = [column for column in slices if column not in joined.columns]
     if carried:
         joined = joined.merge(transactions[[plan.id_column, *carried]], on=plan.id_column, how="left")
     columns = [
         plan.id_column,
-        *spec.entities.values(),
+        *keys,
         "event_timestamp",
         *features,
         *slices,
