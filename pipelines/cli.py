@@ -125,9 +125,13 @@ def models_list(use_case: str) -> None:
             names = [
                 alias for alias, target in aliases.items() if target is not None and target.id == version.id
             ]
+            shown = " ".join(
+                f"{name} {version.metrics[name]:.4f}"
+                for name in ("pr_auc", "roc_auc", "wape", "rmse", "r2")
+                if isinstance(version.metrics.get(name), int | float)
+            )
             click.echo(
-                f"{version.tag:<12} {version.family:<12} pr_auc {version.metrics['pr_auc']:.4f} "
-                f"roc_auc {version.metrics['roc_auc']:.4f} {','.join(names):<10} "
+                f"{version.tag:<12} {version.family:<12} {shown} {','.join(names):<10} "
                 f"{version.created_at:%Y-%m-%d %H:%M} {version.bento_tag or ''}"
             )
 
