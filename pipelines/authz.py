@@ -102,7 +102,7 @@ def require(user: str, action: str, resource: str, otp: str | None = None) -> De
     decision = decide(user, action, resource)
     if not decision.allowed:
         raise AccessDeniedError(decision.explain())
-    if decision.privileged:
+    if decision.privileged and not _first_enrollment(user, action, resource):
         import pyotp
 
         path = totp_secret_path(user)
@@ -115,6 +115,14 @@ def require(user: str, action: str, resource: str, otp: str | None = None) -> De
             raise AccessDeniedError(f"{action} is privileged: a valid TOTP code (--otp) is required")
         _spend(user, step, action)
     return decision
+
+
+def _first_enrollment(user: str, action: str, resource: str) -> bool:
+    """A new installation's first second factor: an admin enrolling themselves while nobody has one.
+    Without it, enrolling would need a code from a factor that cannot exist yet."""
+    folder = totp_secret_path(user).parent
+    nobody = not folder.exists() or all(path.name.endswith(".last") for path in folder.iterdir())
+    return action == "auth.enroll" and resource == user and nobody
 
 
 def _matching_step(totp: Any, code: str) -> int | None:

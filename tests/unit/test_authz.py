@@ -153,3 +153,18 @@ def test_records_of_processing_name_purpose_basis_and_personal_data() -> None:
     assert fraud["legal_basis"] and fraud["retention_days"] > 0 and fraud["region"] == "ae-dubai-1"
     assert fraud["personal_data"]["customers"]["emirates_id"] == "pseudonymize"
     assert "emirates_id" not in fraud["other_data"]["customers"]
+
+
+def test_a_new_installation_enrolls_its_first_admin_without_a_code(falaj_home: Path) -> None:
+    # Given a home where nobody has a second factor: enrolling someone else still needs one
+    with pytest.raises(authz.AccessDeniedError, match="has no second factor"):
+        authz.require("falaj-system", "auth.enroll", "risk-officer")
+    # When the admin enrolls themselves, no code is asked
+    authz.require("falaj-system", "auth.enroll", "falaj-system")
+    authz.enroll("falaj-system")
+    # Then, with a factor enrolled, the exception is over: enrolling again needs the admin's code
+    with pytest.raises(authz.AccessDeniedError, match="a valid TOTP code"):
+        authz.require("falaj-system", "auth.enroll", "falaj-system")
+    # And a non-admin never enrolls themselves
+    with pytest.raises(authz.AccessDeniedError, match="DENY"):
+        authz.require("risk-officer", "auth.enroll", "risk-officer")
