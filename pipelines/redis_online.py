@@ -205,6 +205,10 @@ def _serialized_instants(column: Any) -> list[bytes]:
 OnlineRead = Callable[[list[dict[str, Any]]], dict[str, list[Any]]]
 
 
+class CompositeKeyError(ValueError):
+    """A feature view has several join keys; :class:`OnlineReader` reads views keyed by one column."""
+
+
 def online_reader(store: Any, feature_service: Any) -> OnlineRead:
     """How the scorer reads ``feature_service``: :class:`OnlineReader` on Redis, Feast's call elsewhere.
 
@@ -215,7 +219,10 @@ def online_reader(store: Any, feature_service: Any) -> OnlineRead:
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     if isinstance(store._get_provider().online_store, RedisOnlineStore):
-        return OnlineReader(store, feature_service).read
+        try:
+            return OnlineReader(store, feature_service).read
+        except CompositeKeyError:
+            pass  # a view keyed by several columns (store x product): Feast reads it
 
     def read(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         response = store.get_online_features(features=feature_service, entity_rows=rows)
@@ -269,7 +276,7 @@ class OnlineReader:
         for name, features in needed.items():
             view = views[name]
             if len(view.entity_columns) != 1:
-                raise ValueError(f"feature view {name} has several join keys: read it through Feast")
+                raise CompositeKeyError(f"feature view {name} has several join keys: read it through Feast")
             [column] = view.entity_columns
             entity = by_key.setdefault(
                 column.name, _EntityHash(column.name, column.dtype.to_value_type(), [], [])
