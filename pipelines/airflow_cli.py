@@ -78,6 +78,10 @@ def airflow_env() -> dict[str, str]:
             filter(None, [str(settings.project_dir / "plugins"), os.environ.get("PYTHONPATH")])
         ),
     }
+    if (settings.airflow_database_url or "").startswith("postgresql+psycopg://"):
+        # Airflow derives its async engine's URL by swapping in asyncpg, which is not installed;
+        # psycopg 3 serves SQLAlchemy's async engine itself.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = str(settings.airflow_database_url)
     # A Fernet key the operator hands Airflow (production: from its secret store, by any of Airflow's
     # three variables) wins, and this home's key store is then neither read nor made: a platform default
     # must never override, or silently fork, the key that real secrets are encrypted with.
@@ -242,9 +246,17 @@ def airflow_bin() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
+class AirflowMigrationError(RuntimeError):
+    """`airflow db migrate` failed; the message carries Airflow's last error line."""
+
+
 def migrate() -> None:
     (get_settings().home / "airflow").mkdir(parents=True, exist_ok=True)
-    subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(), check=True, capture_output=True)
+    argv = [airflow_bin(), "db", "migrate"]
+    completed = subprocess.run(argv, env=airflow_env(), capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        last = (completed.stderr.strip() or completed.stdout.strip() or "no output").splitlines()[-1]
+        raise AirflowMigrationError(f"`airflow db migrate` failed (exit {completed.returncode}): {last}")
 
 
 def dags_test(dag_id: str, logical_date: str, conf: Mapping[str, object]) -> DagRunResult:

@@ -111,7 +111,10 @@ def up(
             "the prod profile runs on your PostgreSQL: set FALAJ_DATABASE_URL (the platform DB) and "
             "FALAJ_AIRFLOW_DATABASE_URL (Airflow's metadata), e.g. postgresql+psycopg://user@host/falaj"
         )
-    airflow_cli.migrate()
+    try:
+        airflow_cli.migrate()
+    except airflow_cli.AirflowMigrationError as failed:
+        raise StackError(f"Airflow's metadata DB: {failed}") from None
     airflow_url = f"http://{host}:{api_port}"
     env = airflow_cli.airflow_env() | {
         "FALAJ_UI_URL": airflow_url,  # alerts link their reports through the UI's Falaj page
