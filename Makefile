@@ -46,6 +46,7 @@ down: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/hadolint docker/Dockerfile.*
 
 typecheck: venv
 	$(BIN)/mypy
