@@ -19,9 +19,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT / ".falaj" / "test-artifacts" / "e2e"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack]:
     """`falaj demo --size small` in a home of its own (data, a champion, its Bento), then `falaj up`."""
+    # Module scope: the stack's scheduler and workers stop before the next test file runs.
     home = tmp_path_factory.mktemp("e2e-home")
     falaj = str(Path(sys.executable).with_name("falaj"))
     demo = subprocess.run(
@@ -37,7 +38,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.St
             stack.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow_api(running_stack: stack.Stack) -> Iterator[httpx.Client]:
     """A REST client of Airflow's API, holding a token for the stack's login."""
     user, password = running_stack.login
