@@ -251,3 +251,46 @@ def test_answers_on_stale_features_are_an_input_quality_finding(
     assert (
         alert["kind"] == "data_quality" and "served on stale or missing online features" in alert["summary"]
     )
+
+
+def test_a_regressions_performance_is_judged_by_its_error_against_the_gate_ceiling(
+    champion: registry.ModelVersion, fraud_spec: UseCaseSpec
+) -> None:
+    from pipelines.monitoring import performance
+    from pipelines.spec import GatePolicy
+
+    # Given the same traffic judged as a regression: the label is a quantity, the gate a WAPE ceiling
+    gate = GatePolicy(metric="wape", max_value=0.3, slices=["channel"], min_slice_rows=100)
+    spec = fraud_spec.model_copy(
+        update={"task": "regression", "gate": gate,
+                "serving": fraud_spec.serving.model_copy(update={"threshold": None})}
+    )  # fmt: skip
+    rng = np.random.default_rng(12)
+    frames = [traffic(rng, ROWS_PER_DAY) for _ in range(2)]
+    for day, frame in enumerate(frames):
+        serve(champion, day, frame)
+
+    def land(factor: float) -> None:
+        for day, frame in enumerate(frames):
+            partition = f"partition={(DAY0 + timedelta(days=day)).date()}"
+            target = lake.zone_dir("validated", "fraud", "transactions") / partition
+            target.mkdir(parents=True, exist_ok=True)
+            units = score(frame) * factor * rng.normal(1.0, 0.05, len(frame))
+            pd.DataFrame(
+                {"transaction_id": [f"{day}-{i}" for i in range(len(frame))], "is_fraud": units,
+                 "channel": rng.choice(["pos", "ecommerce"], len(frame)), "emirate": "Dubai"}
+            ).to_parquet(target / "data.parquet")  # fmt: skip
+
+    # When the labels follow the forecasts: judged, within the ceiling, per slice
+    land(1.0)
+    judged = performance(spec, champion.version, DAY0 + timedelta(days=2))
+    assert judged["judged"] and not judged["critical"] and judged["findings"] == []
+    assert judged["positives"] is None and judged["metrics"]["wape"] < 0.1
+    assert {"rmse", "mae", "wape", "r2", "bias"} <= set(judged["metrics"])
+    assert set(judged["slices"]) == {"channel=pos", "channel=ecommerce"}
+    # When the quantities turn out three times what was forecast: critical, naming the ceiling
+    land(3.0)
+    judged = performance(spec, champion.version, DAY0 + timedelta(days=2))
+    assert judged["critical"] and judged["metrics"]["wape"] > 0.3
+    [finding, *_] = judged["findings"]
+    assert finding.startswith("wape ") and "past 0.3 (the gate's ceiling)" in finding
