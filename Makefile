@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo up down test test-unit test-dags test-integration test-e2e lint typecheck clean dvc-repro bench fuzz
+.PHONY: venv demo up down test test-unit test-dags test-integration test-e2e lint typecheck audit clean dvc-repro bench fuzz
 
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/falaj demo
 
-test: venv lint typecheck
+test: venv lint typecheck audit
 	$(BIN)/python -m pytest tests -q --ignore=tests/fuzz
 
 test-unit: venv
@@ -50,6 +50,10 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# The locked requirements against the known-vulnerable versions in policies/vulnerable-versions.yaml.
+audit: venv
+	$(BIN)/python -m pipelines.supply_chain requirements/lock.txt requirements/training.txt
 
 clean:
 	rm -rf .falaj
