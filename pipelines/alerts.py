@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipelines import audit
-from pipelines.registry import MonitorAlert
+from pipelines.registry import MonitorAlert, as_utc
 
 KINDS = ("drift", "data_quality", "performance")
 SEVERITIES = ("warning", "critical")  # in rising order
@@ -135,12 +135,9 @@ def as_dict(alert: MonitorAlert) -> dict[str, Any]:
               "occurrences", "first_window_start", "last_window_end", "report_uri", "opened_at",
               "acknowledged_by", "resolved_by", "note", "details")  # fmt: skip
     payload = {name: getattr(alert, name) for name in fields}
-    return {key: _utc(v).isoformat() if isinstance(v, datetime) else v for key, v in payload.items()}
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time here is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return {
+        key: as_utc(v).isoformat() if isinstance(v, datetime) else v for key, v in payload.items()
+    }
 
 
 def _get(db: Session, alert_id: int) -> MonitorAlert:

@@ -551,13 +551,6 @@ def propose(analysis: Analysis) -> Proposal:
 # --- reviews in the registry -----------------------------------------------------------------------------
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time the platform stores is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def review_experiment(
     spec: UseCaseSpec,
     experiment_id: int,
@@ -680,8 +673,8 @@ def review_all(
             if experiment.status == "active"
             or (
                 experiment.id not in finished
-                and (ended := _utc(experiment.ended_at)) is not None
-                and ended >= since
+                and experiment.ended_at is not None
+                and registry.as_utc(experiment.ended_at) >= since
             )
         ]
     return [

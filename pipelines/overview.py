@@ -8,10 +8,12 @@ the user may not read is None and ``refused`` says why, so one missing permissio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+
+from pipelines.registry import as_utc
 
 MODELS, MONITORING, ALERTS, AUDIT = "models", "monitoring", "alerts", "audit"
 _ACTIONS = {MODELS: "model.read", MONITORING: "monitor.read", ALERTS: "monitor.read", AUDIT: "audit.verify"}
@@ -178,7 +180,7 @@ def _models(db: Session, use_case: str) -> tuple[ModelSummary, ...]:
             ModelSummary(
                 tag=version.tag,
                 family=version.family,
-                created_at=_utc(version.created_at),
+                created_at=as_utc(version.created_at),
                 created_by=version.created_by,
                 aliases=tuple(a for a, held in holders.items() if held is not None and held.id == version.id),
                 gate_passed=decision.passed if decision else None,
@@ -211,8 +213,8 @@ def _latest_run(db: Session, use_case: str) -> MonitorSummary | None:
         return None
     return MonitorSummary(
         model_version=run.model_version,
-        window_start=_utc(run.window_start),
-        window_end=_utc(run.window_end),
+        window_start=as_utc(run.window_start),
+        window_end=as_utc(run.window_end),
         rows=run.rows,
         insufficient=run.insufficient,
         drifted=tuple(run.drifted),
@@ -236,8 +238,8 @@ def _alerts(db: Session) -> tuple[AlertSummary, ...]:
             status=alert.status,
             occurrences=alert.occurrences,
             summary=alert.summary,
-            opened_at=_utc(alert.opened_at),
-            last_seen=_utc(alert.last_window_end) if alert.last_window_end else None,
+            opened_at=as_utc(alert.opened_at),
+            last_seen=as_utc(alert.last_window_end) if alert.last_window_end else None,
             report_uri=alert.report_uri,
         )
         for alert in alerts.list_alerts(db, status="unresolved")
@@ -257,11 +259,6 @@ def _audit(db: Session) -> AuditStatus:
         return AuditStatus(False, len(events), 0, None, str(bad))
     verdict = audit.verify(events, checkpoints)
     return AuditStatus(verdict.ok, len(events), len(checkpoints), verdict.first_bad_seq, verdict.reason)
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time here is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def report_link(report_uri: str) -> str:

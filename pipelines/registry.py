@@ -33,6 +33,11 @@ from pipelines.settings import get_settings
 ALIASES = ("champion", "challenger", "shadow", "archived")
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as UTC: SQLite hands datetimes back naive, and every time the platform stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
