@@ -456,10 +456,7 @@ def _booster_params(train: Dataset, params: Mapping[str, Any], seed: int) -> tup
     if fixed:
         raise ParamsError(f"lightgbm params {fixed} are set by the platform; use n_estimators and --seed")
     rest = dict(params)
-    rounds = _positive_int(rest.pop("n_estimators", DEFAULT_N_ESTIMATORS), "n_estimators")
-    patience = _positive_int(
-        rest.pop("early_stopping_rounds", DEFAULT_EARLY_STOPPING_ROUNDS), "early_stopping_rounds"
-    )
+    rounds, patience = _rounds(rest)
     positives = train.positives
     booster_params: dict[str, Any] = {
         "objective": "binary",
@@ -467,12 +464,7 @@ def _booster_params(train: Dataset, params: Mapping[str, Any], seed: int) -> tup
         # unweighted validation set rises after a handful of trees and would stop training far too soon.
         "metric": "average_precision",
         "scale_pos_weight": (len(train.y) - positives) / positives,
-        "deterministic": True,
-        "force_row_wise": "force_col_wise" not in rest,
-        "num_threads": DEFAULT_NUM_THREADS,
-        "verbosity": -1,
-        **rest,
-        "seed": seed,
+        **_common_params(rest, seed),
     }
     return booster_params, rounds, patience
 
@@ -491,13 +483,23 @@ def _regression_params(params: Mapping[str, Any], seed: int) -> tuple[dict[str, 
             f"lightgbm param 'objective' must be one of {', '.join(REGRESSION_OBJECTIVES)} for regression, "
             f"got {objective!r}"
         )
+    rounds, patience = _rounds(rest)
+    booster_params = {"objective": objective, "metric": REGRESSION_OBJECTIVES[objective]}
+    return booster_params | _common_params(rest, seed), rounds, patience
+
+
+def _rounds(rest: dict[str, Any]) -> tuple[int, int]:
+    """Pops the round count and the early-stopping patience out of ``rest``."""
     rounds = _positive_int(rest.pop("n_estimators", DEFAULT_N_ESTIMATORS), "n_estimators")
     patience = _positive_int(
         rest.pop("early_stopping_rounds", DEFAULT_EARLY_STOPPING_ROUNDS), "early_stopping_rounds"
     )
-    booster_params: dict[str, Any] = {
-        "objective": objective,
-        "metric": REGRESSION_OBJECTIVES[objective],
+    return rounds, patience
+
+
+def _common_params(rest: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What every booster gets: deterministic training, the default threads, the user's params, the seed."""
+    return {
         "deterministic": True,
         "force_row_wise": "force_col_wise" not in rest,
         "num_threads": DEFAULT_NUM_THREADS,
@@ -505,7 +507,6 @@ def _regression_params(params: Mapping[str, Any], seed: int) -> tuple[dict[str, 
         **rest,
         "seed": seed,
     }
-    return booster_params, rounds, patience
 
 
 def _positive_int(value: Any, name: str) -> int:
