@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,8 @@ from models.dataset import (
 from models.metrics import regression_metrics
 from models.onnx_parity import onnx_predictions
 from pipelines import crypto
+from tests.unit.test_models_train_cli import run_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES = ["price", "promo", "temperature", "store"]
 PARAMS: dict[str, dict[str, Any]] = {
     "lightgbm": {
@@ -63,17 +61,6 @@ def demand_frame(n: int = 2000, seed: int = 0) -> pd.DataFrame:
 def write_demand_set(directory: Path, frame: pd.DataFrame | None = None) -> Path:
     frame = demand_frame() if frame is None else frame
     return save_training_set(directory, frame, FEATURES, "units_sold", "demand", task=REGRESSION)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "models.train", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
