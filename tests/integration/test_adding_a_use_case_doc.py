@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.demo import free_port
+from tests.checkouts import copy_checkout
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +29,7 @@ def guide_script(port: int) -> str:
 
 def test_the_guide_adds_a_use_case_that_answers_a_forecast(tmp_path: Path) -> None:
     # Given a fresh copy of the checkout (its tracked files) using this environment as its .venv
-    checkout = tmp_path / "checkout"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True)
-    for name in filter(None, tracked.stdout.decode().split("\0")):
-        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT / name, checkout / name)
+    checkout = copy_checkout(tmp_path / "checkout")
     (checkout / ".venv").symlink_to(Path(sys.prefix))
     # The environment's editable install points at PROJECT; the copy's code comes first.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FALAJ_")}

@@ -21,6 +21,7 @@ import pytest
 from examples.retail_demand.generate import generate
 from pipelines import crypto, registry, spec
 from pipelines.settings import get_settings
+from tests.checkouts import copy_checkout
 from tests.homes import falaj_home
 
 pytestmark = pytest.mark.integration
@@ -40,15 +41,7 @@ def _clear() -> None:
 def demand_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """A clean checkout (the tracked files) plus the demand use case's declared files, a home with its
     source data, and this process pointed at both."""
-    checkout = tmp_path_factory.mktemp("checkout")
-    tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True)
-        .stdout.decode()
-        .split("\0")
-    )
-    for name in filter(None, tracked):
-        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT / name, checkout / name)
+    checkout = copy_checkout(tmp_path_factory.mktemp("checkout"))
     for folder in DECLARED:
         for path in (EXAMPLE / folder).iterdir():
             assert not (checkout / folder / path.name).exists(), f"{folder}/{path.name} is already there"
