@@ -841,10 +841,21 @@ def stream_produce(day_files: tuple[Path, ...], use_case: str) -> None:
 
 def _register_commands() -> None:
     from pipelines.cli_monitor import alerts_group, monitor_group
+    from pipelines.cli_release import release_group, verify_release
     from pipelines.cli_serving import rollout_group, serve, serving_group
     from pipelines.cli_stack import down, up
 
-    for command in (rollout_group, serving_group, serve, alerts_group, monitor_group, up, down):
+    for command in (
+        rollout_group,
+        serving_group,
+        serve,
+        alerts_group,
+        monitor_group,
+        up,
+        down,
+        release_group,
+        verify_release,
+    ):
         main.add_command(command)
 
 

@@ -36,7 +36,7 @@ ALLOWED = {
     "consumer": {"endpoint.score"},
     "scoring-service": {"model.read", "model.experiment"},
     "auditor": {"compliance.read", "authz.explain", "audit.read", "audit.verify", "audit.export",
-                "model.read", "monitor.read"},
+                "model.read", "monitor.read", "release.verify"},
 }  # fmt: skip
 ADMIN_ONLY = {
     "demo.run",
@@ -46,6 +46,7 @@ ADMIN_ONLY = {
     "endpoint.keys",
     "endpoint.serve",
     "stack.run",
+    "release.build",
 }
 PRIVILEGED = {
     "model.promote",
@@ -56,6 +57,7 @@ PRIVILEGED = {
     "keys.rotate",
     "data.erase",
     "endpoint.keys",
+    "release.build",
 }
 
 
