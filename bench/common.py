@@ -48,6 +48,23 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def compare(
+    name: str,
+    unit: str,
+    values: list[float],
+    floors: list[float],
+    floor_name: str,
+    target: str,
+    met: Callable[[float], bool],
+) -> Figure:
+    """The median of repeated runs next to the floor's median from the same runs; both ranges in spread."""
+    value, floor = statistics.median(values), statistics.median(floors)
+    spread = {"min": min(values), "max": max(values), "floor_min": min(floors), "floor_max": max(floors)}
+    return Figure(
+        name, unit, value, floor, floor_name, target, met(value / floor), {**spread, "runs": len(values)}
+    )
+
+
 def median_of_runs(run: Callable[[], float], runs: int) -> tuple[float, dict[str, float]]:
     values = [run() for _ in range(runs)]
     return statistics.median(values), {"min": min(values), "max": max(values), "runs": float(runs)}

@@ -17,6 +17,13 @@ consumer's ``X-API-Key``:
   customer, card and merchant hashes in Feast's layout, the values decoded and the four request
   features computed as the on-demand view does. Target: p50 at one connection within 3x the floor.
 
+- audit logging's cost: the same Bento served a second time with its prediction log keeping nothing
+  (``bench/unlogged/sitecustomize.py`` on that server's PYTHONPATH), timed on (a) beside the first.
+  Target: p50 at one connection at most 5% above, requests/s at 16 connections at least 0.95x;
+- capacity: (a)'s requests/s at 16 connections per CPU core of this machine, as predictions per
+  core-hour and the cost of a million predictions at ``--core-hour-usd`` (wrk shares the cores, so the
+  figure is a floor on capacity).
+
 Before anything is timed, every body must answer 200 from both and the scores must agree within 1e-5.
 Floor and scorer are timed in alternating rounds (median and range reported), each run after a
 warm-up. To show where (b)'s time goes, the same Feast call and the raw pipelined read are also timed
@@ -48,7 +55,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.common import Figure, latencies_ms, percentile, write_report
+from bench.common import Figure, compare, latencies_ms, percentile, write_report
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
@@ -86,6 +93,9 @@ ONLINE_LAYOUT: dict[str, dict[str, list[str]]] = {
 }
 #: What the on-demand view ``transaction_context`` computes from the request (see feature_repo/fraud.py).
 REQUEST_FEATURES = ["txn_amount_aed", "amount_vs_avg_30d", "minutes_since_last_txn", "is_ecommerce"]
+UNLOGGED_PATH = Path(__file__).resolve().parent / "unlogged"
+#: An on-demand general-purpose cloud vCPU-hour (2 vCPU instances at about 0.09 USD an hour), in USD.
+CORE_HOUR_USD = 0.045
 PARTS = {
     "a": ("(a) features in request", "minimal ASGI + same ONNX session"),
     "b": ("(b) online features (Redis)", "minimal ASGI + pipelined HMGET + same ONNX session"),
@@ -229,7 +239,7 @@ def _request_features(txn: dict[str, Any], values: dict[str, Any]) -> dict[str, 
 # --- the run -------------------------------------------------------------------------------------------
 
 
-def main(size: str, seconds: int, rounds: int, profile_repeats: int) -> Path:
+def main(size: str, seconds: int, rounds: int, profile_repeats: int, core_hour_usd: float) -> Path:
     import redis
     from sqlalchemy import create_engine, text
 
@@ -260,7 +270,7 @@ def main(size: str, seconds: int, rounds: int, profile_repeats: int) -> Path:
     )
     failed = True
     try:
-        report = measure(wrk, home, size, seconds, rounds, profile_repeats)
+        report = measure(wrk, home, size, seconds, rounds, profile_repeats, core_hour_usd)
         failed = False
         return report
     finally:
@@ -274,7 +284,9 @@ def main(size: str, seconds: int, rounds: int, profile_repeats: int) -> Path:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def measure(wrk: str, home: Path, size: str, seconds: int, rounds: int, profile_repeats: int) -> Path:
+def measure(
+    wrk: str, home: Path, size: str, seconds: int, rounds: int, profile_repeats: int, core_hour_usd: float
+) -> Path:
     from pipelines.demo import bento_server, consumer_api_key, demo_transactions, free_port
 
     load_before = os.getloadavg()
@@ -290,32 +302,43 @@ def measure(wrk: str, home: Path, size: str, seconds: int, rounds: int, profile_
     key = consumer_api_key()
     scripts = home / "wrk"
     scripts.mkdir(mode=0o700)
-    floor_port, service_port = free_port(), free_port()
+    floor_port, service_port, unlogged_port = free_port(), free_port(), free_port()
     routes = {
         ("a", "floor"): f"http://127.0.0.1:{floor_port}/score/features",
         ("a", "service"): f"http://127.0.0.1:{service_port}/v1/score/features",
+        ("a", "unlogged"): f"http://127.0.0.1:{unlogged_port}/v1/score/features",
         ("b", "floor"): f"http://127.0.0.1:{floor_port}/score",
         ("b", "service"): f"http://127.0.0.1:{service_port}/v1/score",
     }
     lua = {
         (part, side): _lua_script(
-            scripts / f"{part}-{side}.lua", bodies[part], key if side == "service" else None
+            scripts / f"{part}-{side}.lua", bodies[part], None if side == "floor" else key
         )
         for part, side in routes
     }
     floor_config = {"model_dir": str(champion.model_dir), "features": champion.features}
-    with floor_server(floor_port, floor_config), bento_server(champion.bento_tag, service_port):
+    unlogged = {"PYTHONPATH": str(UNLOGGED_PATH)}
+    with (
+        floor_server(floor_port, floor_config),
+        bento_server(champion.bento_tag, service_port),
+        bento_server(champion.bento_tag, unlogged_port, env=unlogged, log_name="bento-serve-unlogged.log"),
+    ):
         workers = _wait_for_workers(home / "logs" / "bento-serve.log", expected=2, timeout_s=60)
+        _wait_for_workers(home / "logs" / "bento-serve-unlogged.log", expected=2, timeout_s=60)
         parity = {
             part: _check_parity(routes[(part, "floor")], routes[(part, "service")], bodies[part], key)
             for part in PARTS
         }
+        parity["a unlogged"] = _check_parity(
+            routes[("a", "floor")], routes[("a", "unlogged")], bodies["a"], key
+        )
         runs: dict[tuple[str, str, int], list[WrkRun]] = {}
         for round_ in range(rounds):
             for part in PARTS:
                 for connections in (1, HIGH_CONNECTIONS):
-                    sides = ("floor", "service") if round_ % 2 == 0 else ("service", "floor")
-                    for side in sides:
+                    sides = [side for p, side in routes if p == part]
+                    shift = round_ % len(sides)  # each side goes first in turn
+                    for side in sides[shift:] + sides[:shift]:
                         url, script = routes[(part, side)], lua[(part, side)]
                         _wrk(wrk, url, script, connections, WARMUP_S)
                         run = _wrk(wrk, url, script, connections, seconds)
@@ -331,7 +354,9 @@ def measure(wrk: str, home: Path, size: str, seconds: int, rounds: int, profile_
     breakdown = profile_online(
         champion, transactions, [first[name] for name in champion.features], profile_repeats
     )
-    figures = _figures(runs, breakdown)
+    figures = _figures(runs, breakdown) + _audit_figures(runs)
+    capacity = _capacity(runs, core_hour_usd)
+    figures.append(capacity)
     context = {
         "environment": {
             "cpu_cores": os.cpu_count(),
@@ -372,6 +397,17 @@ def measure(wrk: str, home: Path, size: str, seconds: int, rounds: int, profile_
             "socket_errors": {f"{p} {s} {c}": _errors(r) for (p, s, c), r in runs.items() if _errors(r)},
         },
         "parity_max_abs_diff": parity,
+        "audit_overhead": {
+            "logged": "the Bento as served: every answer handed to the prediction log's buffered writer",
+            "unlogged": "the same Bento, its prediction writer replaced by bench/unlogged/sitecustomize.py",
+        },
+        "capacity": {
+            "cpu_cores": os.cpu_count(),
+            "core_hour_usd": core_hour_usd,
+            "predictions_per_core_hour": round(capacity.value),
+            "usd_per_million_predictions": round(core_hour_usd / capacity.value * 1e6, 4),
+            "note": "wrk runs on the same cores, so this is a floor on the service's capacity",
+        },
         "online_breakdown_ms_p50": breakdown,
         "service_log": {
             "lines": len(service_log.splitlines()),
@@ -699,22 +735,18 @@ def _figures(runs: dict[tuple[str, str, int], list[WrkRun]], breakdown: dict[str
     """Service vs floor per (part, figure, connections): median over the rounds, range in ``spread``."""
     figures = []
     for part, what, connections in REPORTED:
-        service = [getattr(run, what) for run in runs[(part, "service", connections)]]
-        floor = [getattr(run, what) for run in runs[(part, "floor", connections)]]
-        value, floor_value = statistics.median(service), statistics.median(floor)
         label, unit = MEASURES[what]
         target, met = TARGETS.get((part, what, connections), ("-", lambda ratio: True))
         connection_s = "connection" if connections == 1 else "connections"
         figures.append(
-            Figure(
+            compare(
                 f"{PARTS[part][0]}: {label}, {connections} {connection_s}",
                 unit,
-                value,
-                floor_value,
+                [getattr(run, what) for run in runs[(part, "service", connections)]],
+                [getattr(run, what) for run in runs[(part, "floor", connections)]],
                 PARTS[part][1],
                 target,
-                met(value / floor_value),
-                {"min": min(service), "max": max(service), "floor_min": min(floor), "floor_max": max(floor)},
+                met,
             )
         )
     raw = breakdown["raw pipelined HMGET of the 3 hashes"]
@@ -736,6 +768,45 @@ def _figures(runs: dict[tuple[str, str, int], list[WrkRun]], breakdown: dict[str
     return figures
 
 
+def _audit_figures(runs: dict[tuple[str, str, int], list[WrkRun]]) -> list[Figure]:
+    """(a) with its prediction log vs the same Bento without: the log's cost on the request path."""
+    figures = []
+    for what, connections, target, met in (
+        ("p50_ms", 1, "ratio <= 1.05", lambda ratio: ratio <= 1.05),
+        ("rps", HIGH_CONNECTIONS, "ratio >= 0.95", lambda ratio: ratio >= 0.95),
+    ):
+        label, unit = MEASURES[what]
+        figures.append(
+            compare(
+                f"audit logging overhead on (a): {label}, {connections} connection(s)",
+                unit,
+                [getattr(run, what) for run in runs[("a", "service", connections)]],
+                [getattr(run, what) for run in runs[("a", "unlogged", connections)]],
+                "the same Bento, prediction log off",
+                target,
+                met,
+            )
+        )
+    return figures
+
+
+def _capacity(runs: dict[tuple[str, str, int], list[WrkRun]], core_hour_usd: float) -> Figure:
+    """Predictions per core-hour at 16 connections, for the scorer and the floor; cost in the target."""
+    cores = os.cpu_count() or 1
+    service = statistics.median(run.rps for run in runs[("a", "service", HIGH_CONNECTIONS)]) / cores * 3600
+    floor = statistics.median(run.rps for run in runs[("a", "floor", HIGH_CONNECTIONS)]) / cores * 3600
+    usd = core_hour_usd / service * 1e6
+    return Figure(
+        f"capacity: (a) predictions per core-hour, {HIGH_CONNECTIONS} connections on {cores} cores",
+        "pred/core-h",
+        service,
+        floor,
+        PARTS["a"][1],
+        f"- (USD {usd:.4f} per million at USD {core_hour_usd}/core-hour)",
+        True,
+    )
+
+
 def _wrk_version(wrk: str) -> str:
     done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
     return (done.stdout or done.stderr).splitlines()[0] if (done.stdout or done.stderr) else "?"
@@ -753,5 +824,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile-repeats", type=int, default=1000, help="In-process calls per breakdown item."
     )
+    parser.add_argument(
+        "--core-hour-usd", type=float, default=CORE_HOUR_USD, help="Price of a CPU core-hour, for the cost."
+    )
     arguments = parser.parse_args()
-    main(arguments.size, arguments.seconds, arguments.rounds, arguments.profile_repeats)
+    main(
+        arguments.size,
+        arguments.seconds,
+        arguments.rounds,
+        arguments.profile_repeats,
+        arguments.core_hour_usd,
+    )

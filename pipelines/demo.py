@@ -61,12 +61,17 @@ def free_port() -> int:
 
 @contextmanager
 def bento_server(
-    bento_tag: str, port: int, timeout_s: float = 180, tls: DevCertificates | None = None
+    bento_tag: str,
+    port: int,
+    timeout_s: float = 180,
+    tls: DevCertificates | None = None,
+    env: dict[str, str] | None = None,
+    log_name: str = "bento-serve.log",
 ) -> Iterator[str]:
     """Serve a built Bento on loopback until the block ends; yields its base URL once ready.
 
     With ``tls`` (``falaj certs dev``'s files) it serves HTTPS only, and readiness is checked against
-    that CA.
+    that CA. ``env`` adds to this process's environment; the server logs to ``logs/<log_name>``.
     """
     import httpx
 
@@ -76,8 +81,9 @@ def bento_server(
         **os.environ,
         "BENTOML_HOME": str(bentoml_home()),
         "FALAJ_HOME": str(get_settings().home.resolve()),
+        **(env or {}),
     }
-    log = get_settings().home / "logs" / "bento-serve.log"
+    log = get_settings().home / "logs" / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         str(Path(sys.executable).with_name("bentoml")),
