@@ -54,10 +54,12 @@ class Finding:
 
 
 def raise_alert(db: Session, finding: Finding, actor: str = "falaj-system") -> tuple[MonitorAlert, bool]:
-    """Open an alert for ``finding``, or add an occurrence to the unresolved one of the same condition.
+    """Open an alert for ``finding``, or add an occurrence to the unresolved one of the same condition
+    (none when the finding's window is the one the alert counted last).
 
     Returns:
-        The alert, and whether to deliver it: it is new, or its severity just went up.
+        The alert, and whether to deliver it: it is new, or its severity just went up (or, for a
+        window seen again, that window opened it or raised its severity).
     """
     now = datetime.now(UTC)
     alert = db.scalar(
@@ -79,7 +81,11 @@ def raise_alert(db: Session, finding: Finding, actor: str = "falaj-system") -> t
         _audit(db, "monitor.alert.open", alert, actor, finding.summary)
         return alert, True
     escalated = SEVERITIES.index(finding.severity) > SEVERITIES.index(alert.severity)
-    alert.occurrences += 1
+    # A window seen again (a retry after its commit, a rerun) counts once; what it opened or escalated
+    # is delivered again, since the attempt that raised it may have died before it was delivered.
+    again = alert.last_window_end is not None and as_utc(alert.last_window_end) == finding.window_end
+    if not again:
+        alert.occurrences += 1
     alert.summary = finding.summary[:1024]
     alert.details = finding.details
     alert.last_window_end = finding.window_end
@@ -88,7 +94,22 @@ def raise_alert(db: Session, finding: Finding, actor: str = "falaj-system") -> t
     if escalated:
         alert.severity = finding.severity
         _audit(db, "monitor.alert.escalate", alert, actor, finding.summary)
-    return alert, escalated
+    return alert, escalated or (again and _raised_in_last_window(db, alert))
+
+
+def _raised_in_last_window(db: Session, alert: MonitorAlert) -> bool:
+    """Whether the last window the alert counted opened it or raised its severity."""
+    from pipelines.registry import AuditEvent
+
+    if alert.occurrences == 1:
+        return True
+    escalation = db.scalar(
+        select(AuditEvent.details)
+        .where(AuditEvent.action == "monitor.alert.escalate", AuditEvent.resource == f"alert:{alert.id}")
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
+    return escalation is not None and escalation.get("occurrences") == alert.occurrences
 
 
 def acknowledge(db: Session, alert_id: int, user: str, note: str) -> MonitorAlert:
@@ -135,9 +156,7 @@ def as_dict(alert: MonitorAlert) -> dict[str, Any]:
               "occurrences", "first_window_start", "last_window_end", "report_uri", "opened_at",
               "acknowledged_by", "resolved_by", "note", "details")  # fmt: skip
     payload = {name: getattr(alert, name) for name in fields}
-    return {
-        key: as_utc(v).isoformat() if isinstance(v, datetime) else v for key, v in payload.items()
-    }
+    return {key: as_utc(v).isoformat() if isinstance(v, datetime) else v for key, v in payload.items()}
 
 
 def _get(db: Session, alert_id: int) -> MonitorAlert:

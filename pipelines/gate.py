@@ -229,15 +229,47 @@ def register(
     return version
 
 
+def _decided_already(
+    db: Any, spec: UseCaseSpec, candidate: registry.ModelVersion, champion: registry.ModelVersion | None
+) -> registry.GateDecision | None:
+    """The decision recorded on ``candidate`` against ``champion`` under the spec's thresholds, if any."""
+    gate, decision = spec.gate, registry.latest_decision(db, candidate)
+    limit = gate.min_value if gate.higher_is_better else gate.max_value
+    if decision is None:
+        return None
+    recorded = (decision.champion_id, decision.metric, decision.min_value, decision.min_improvement)
+    asked = (champion.id if champion else None, gate.metric, limit, gate.min_improvement)
+    return decision if recorded == asked else None
+
+
 def evaluate_gate(spec: UseCaseSpec, training_set: dict[str, Any], model_dirs: list[str]) -> GateResult:
-    """Register every candidate, pick the best, and promote it only if the policy says so."""
+    """Register every candidate, pick the best, and promote it only if the policy says so.
+
+    The best candidate is judged once against a champion under one set of thresholds: a retried or
+    concurrent attempt gets the recorded decision back and records nothing twice.
+    """
     metric = spec.gate.metric
     actor = get_settings().actor
     with registry.session() as db, db.begin():
+        registry.lock(db, f"gate:{spec.name}")  # a retry beside the attempt it replaced waits its turn
         candidates = [register(db, spec, Path(path), training_set) for path in model_dirs]
         direction = 1.0 if spec.gate.higher_is_better else -1.0
         best = max(candidates, key=lambda version: direction * version.metrics[metric])
         champion = registry.resolve_alias(db, spec.name, "champion")
+        decided = _decided_already(db, spec, best, champion)
+        if decided is not None:  # a retry after the commit: the recorded decision stands, recorded once
+            log.info("gate already decided for %s against %s", best.tag, champion.tag if champion else "none")
+            return GateResult(
+                passed=decided.passed,
+                reason=decided.reason,
+                metric=metric,
+                candidate_tag=best.tag,
+                candidate_version=best.version,
+                candidate_value=decided.candidate_value,
+                champion_tag=champion.tag if champion else None,
+                champion_value=decided.champion_value,
+                candidates={f"{v.tag} ({v.family})": v.metrics[metric] for v in candidates},
+            )
         already_champion = champion is not None and champion.id == best.id
         if already_champion:
             judgement = Judgement(

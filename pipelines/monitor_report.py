@@ -86,8 +86,12 @@ def _figure() -> Any:
 
 
 def _svg(figure: Any) -> str:
+    import matplotlib
+
     out = io.StringIO()
-    figure.savefig(out, format="svg")
+    # No date and fixed element ids: the same window gives the same report, byte for byte.
+    with matplotlib.rc_context({"svg.hashsalt": "falaj-report"}):
+        figure.savefig(out, format="svg", metadata={"Date": None})
     text = out.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog: inlined in HTML
 

@@ -20,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from pipelines import alerts, lake, registry
 from pipelines.drift import FeatureDrift, compare
@@ -83,6 +83,14 @@ def monitor_window(spec: UseCaseSpec, start: datetime, end: datetime) -> Monitor
     stale = not insufficient and stale_rate > spec.monitoring.max_stale_rate
     quality = [r.name for r in results if r.quality_issue] + (["freshness"] if stale else [])
     with registry.session() as db, db.begin():
+        registry.lock(db, f"monitor:{spec.name}")  # attempts of one window take turns
+        # A window judged again (a retry after its commit, a rerun) replaces its earlier run.
+        db.execute(
+            delete(MonitorRun).where(
+                MonitorRun.use_case == spec.name, MonitorRun.model_version == champion.version,
+                MonitorRun.window_start == start, MonitorRun.window_end == end,
+            )
+        )  # fmt: skip
         history = list(
             db.scalars(
                 select(MonitorRun)

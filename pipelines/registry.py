@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     select,
+    text,
 )
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Engine
@@ -31,6 +32,7 @@ from pipelines import audit
 from pipelines.settings import get_settings
 
 ALIASES = ("champion", "challenger", "shadow", "archived")
+LOCK_WAIT_MS = 600_000  # how long an attempt waits for another attempt of the same task to finish
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -340,8 +342,41 @@ def engine(url: str | None = None) -> Engine:
     if created.dialect.name == "sqlite" and created.url.database:
         Path(created.url.database).parent.mkdir(parents=True, exist_ok=True)
     with created.begin() as connection:
-        upgrade(connection)
+        if _behind_head(connection):
+            _take_migration_turn(connection)
+            upgrade(connection)
     return created
+
+
+def _behind_head(connection: Any) -> bool:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    return set(MigrationContext.configure(connection).get_current_heads()) != heads
+
+
+def _take_migration_turn(connection: Any) -> None:
+    """Two tasks opening a new database at once would both create its tables: they migrate in turn."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('falaj-migrations', 0))"))
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # alembic then reads the version under the lock
+
+
+def lock(db: Session, name: str) -> None:
+    """Hold the lock ``name`` until ``db``'s transaction ends; call it before the transaction reads.
+
+    Attempts of one task instance can overlap (a retry next to the attempt it replaced, a zombie):
+    taking the task's lock first makes the later one read what the earlier one committed. PostgreSQL
+    takes a transaction-scoped advisory lock; SQLite has one writer at a time, so its write lock,
+    taken now rather than at the first write, does the same for the whole database.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
+        return
+    db.execute(text(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}"))  # wait the other attempt out
+    db.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))  # takes it now
 
 
 def session() -> Session:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,20 @@ def load_suite_config(name: str) -> dict[str, Any]:
     if config.get("name") != name:
         raise ValueError(f"{path}: suite name must be '{name}'")
     return config
+
+
+@contextmanager
+def _one_process_at_a_time() -> Iterator[None]:
+    """Every run rewrites Great Expectations' file stores and Data Docs, so two processes at once (two
+    use cases' validations, a retry beside the attempt it replaced) read each other's half-written
+    files: the functions under this decorator take turns, through a lock file beside the stores."""
+    import fcntl
+
+    reports = get_settings().reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    with (reports / ".gx.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _context() -> Any:
@@ -169,6 +185,7 @@ def _cast_all(
     return typed, failures
 
 
+@_one_process_at_a_time()
 def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> ValidationSummary:
     """Validate each landed ``(dataset, partition)``; publish all of them, or none.
 
@@ -228,6 +245,7 @@ def validate(spec: UseCaseSpec, partitions: list[tuple[str, str]]) -> Validation
     return ValidationSummary(len(partitions), rows, evaluated, docs)
 
 
+@_one_process_at_a_time()
 def check_feature_tables(tables: dict[str, pd.DataFrame]) -> int:
     """Run each table's ``<view>.features`` suite; raise before anything is published or served.
 
