@@ -235,6 +235,7 @@ def _delete_key(online: Any, config: Any, view: Any, key: Any, version: int) -> 
     serialized = serialize_entity_key(key, entity_key_serialization_version=version)
     connection = online._get_conn(config)
     table = _table_id(config.project, view)
+    # S608: the table name is Feast's own, from the project and view names; the key is a bound parameter.
     cursor = connection.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (serialized,))  # noqa: S608
     connection.commit()
     return 1 if cursor.rowcount else 0

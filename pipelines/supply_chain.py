@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def load_deny_list(path: Path = DENY_LIST) -> tuple[list[Advisory], dict[str, st
     return advisories, accepted
 
 
+def locked_pins(lock: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line number, pin, canonical name, version) of every ``name==version`` line of ``lock``."""
+    for number, text in enumerate(lock.read_text().splitlines(), start=1):
+        pin = text.split("#", 1)[0].split(";", 1)[0].strip()
+        if "==" not in pin:
+            continue
+        name, version = (part.strip() for part in pin.split("==", 1))
+        yield number, pin, _name(name.split("[", 1)[0]), version
+
+
 def audit(lock: Path, advisories: list[Advisory], accepted: dict[str, str]) -> list[Finding]:
     """Every pin of ``lock`` (``name==version`` lines) inside an advisory's affected range."""
     from packaging.specifiers import SpecifierSet
@@ -95,12 +106,8 @@ def audit(lock: Path, advisories: list[Advisory], accepted: dict[str, str]) -> l
     for advisory in advisories:
         by_package.setdefault(_name(advisory.package), []).append(advisory)
     findings = []
-    for number, text in enumerate(lock.read_text().splitlines(), start=1):
-        pin = text.split("#", 1)[0].split(";", 1)[0].strip()
-        if "==" not in pin:
-            continue
-        name, version = (part.strip() for part in pin.split("==", 1))
-        for advisory in by_package.get(_name(name.split("[", 1)[0]), []):
+    for number, pin, name, version in locked_pins(lock):
+        for advisory in by_package.get(name, []):
             if SpecifierSet(advisory.affected).contains(Version(version), prereleases=True):
                 findings.append(Finding(lock, number, pin, advisory, accepted.get(advisory.id)))
     return findings
@@ -110,17 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("locks", nargs="*", type=Path, default=[PROJECT_DIR / "requirements" / "lock.txt"])
     parser.add_argument("--deny-list", type=Path, default=DENY_LIST)
+    parser.add_argument(
+        "--accepted", action="store_true", help="print the accepted advisory ids, one a line (for pip-audit)"
+    )
     arguments = parser.parse_args(argv)
     try:
         advisories, accepted = load_deny_list(arguments.deny_list)
     except (DenyListError, OSError) as bad:
         print(f"supply chain: {bad}", file=sys.stderr)
         return 2
+    if arguments.accepted:
+        print("\n".join(accepted))
+        return 0
     findings = [finding for lock in arguments.locks for finding in audit(lock, advisories, accepted)]
     for finding in findings:
         print(finding, file=sys.stderr if finding.accepted is None else sys.stdout)
     refused = [finding for finding in findings if finding.accepted is None]
-    pins = sum(1 for lock in arguments.locks for line in lock.read_text().splitlines() if "==" in line)
+    pins = sum(1 for lock in arguments.locks for _ in locked_pins(lock))
     vulnerable = len({(finding.path, finding.line) for finding in refused})
     print(
         f"supply chain: {pins} pins against {len(advisories)} advisories: {vulnerable} vulnerable pin(s) "
