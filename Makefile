@@ -19,10 +19,11 @@ CHECKS := format-check lint audit secrets typecheck sbom
 
 .PHONY: venv demo up down test test-unit test-dags test-integration test-e2e check $(CHECKS) pip-audit browser contracts model-ci clean dvc-repro release verify-release bench reliability fuzz
 
+# --no-deps: the lock is the whole environment, nothing more (requirements/requirements.in says what it leaves out).
 $(STAMP): requirements/lock.txt setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked environment into $(VENV) (first run: about two minutes) ..."
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/lock.txt $(QUIET_PIP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt $(QUIET_PIP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . $(QUIET_PIP)
 	@touch $(STAMP)
 
