@@ -6,9 +6,9 @@ The inputs come from the platform's own steps on the `local` profile in a scratc
 over the feature tables' Parquet files).
 
 - the platform: ``pipelines.training_set.build_training_set`` over the whole window, as the training DAG
-  and the DVC stage call it: Feast's ``get_historical_features`` for the spec's feature service
-  (``fraud_v2``: five feature views and the on-demand ``transaction_context``), time split, Parquet,
-  encryption, manifest and audit event;
+  and the DVC stage call it: ``pipelines.point_in_time`` (one DuckDB ASOF join per view of the spec's
+  feature service, ``fraud_v2``, driven by the Feast definitions, then Feast's own transform of the
+  on-demand ``transaction_context``), time split, Parquet, encryption, manifest and audit event;
 - the floor: one DuckDB query over the same validated transactions and feature Parquet files: each event
   stepped back 1 microsecond (as ``entity_frame`` does), one ``ASOF LEFT JOIN`` per feature view with the
   view's TTL (read from the Feast definitions) applied to the row it finds, and ``transaction_context``
@@ -17,8 +17,9 @@ over the feature tables' Parquet files).
 Before anything is timed, the training set the platform stored must equal the floor's frame: the same
 events, times, labels and all 18 features (floats to 1e-9, missing where missing). Target, reported and
 never asserted: the platform <= 3x the floor. Each time is the median of ``--repeats`` runs, alternating.
-For where the time goes, the report's context counts the rows Feast's range join materialises per view
-(every earlier row of the entity within the TTL, before it keeps the latest) against the events.
+The report's context also counts the rows Feast's own range join (``get_historical_features``, which the
+platform used before: 30.8x the floor) would materialise per view (every earlier row of the entity
+within the TTL, before it keeps the latest) against the events.
 
 Run: `make bench` (or `.venv/bin/python -m bench.training_set --size demo`; `--quick` uses `tiny`).
 """
@@ -261,7 +262,7 @@ def measure(size: str, repeats: int) -> Path:
     shape = f"{rows:,} events x {len(reference.features)} features"
     figures = [
         Figure(
-            f"build_training_set (Feast, DuckDB store), {shape}",
+            f"build_training_set (ASOF per view from the Feast definitions), {shape}",
             "s",
             platform_s,
             floor_s,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import audit, crypto, lake
 from pipelines.features import feature_store, read_validated
+from pipelines.point_in_time import historical_features
 from pipelines.spec import UseCaseSpec
 
 if TYPE_CHECKING:
@@ -103,11 +104,13 @@ def build_training_set(
     store = feature_store()
     features = feature_names(store, spec.feature_service)
     entities = entity_frame(spec, transactions)
-    job = store.get_historical_features(
-        entity_df=entities, features=store.get_feature_service(spec.feature_service)
-    )
     plan = spec.training_set
-    joined = assign_splits(job.to_df(), plan.valid_fraction, plan.test_fraction, plan.id_column)
+    joined = assign_splits(
+        historical_features(store, entities, spec.feature_service),
+        plan.valid_fraction,
+        plan.test_fraction,
+        plan.id_column,
+    )
     if len(joined) != len(entities):
         raise RuntimeError(
             f"point-in-time join returned {len(joined)} rows for {len(entities)} events; "
