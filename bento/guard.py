@@ -3,8 +3,10 @@
 Every route is listed here with the action the policy must allow, or as public (health, metrics, the
 OpenAPI document); a route the table does not know is refused, so a new route cannot ship without a
 rule. Bodies must be JSON (415 otherwise) and small (413); callers authenticate with an API key or an
-OIDC bearer token (401) and need the route's action (403). Refusals and admin calls are audited through
-a buffered writer, never on the request's time; a 429 or 503 tells the caller when to retry.
+OIDC bearer token (401) and need the route's action (403). Past ``max_in_flight`` requests at once in
+a worker, the next is answered 429 before anything else is done for it. Refusals and admin calls are
+audited through a buffered writer, never on the request's time; a 429 or 503 tells the caller when to
+retry.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +38,23 @@ ROUTE_ACTIONS = {
 }
 MAX_BODY_BYTES = 256 * 1024
 RETRY_AFTER_S = "1"
+#: When the guard let the current request in (``time.monotonic()``): the scorer refuses one that waited
+#: too long for its turn (``bento/service.py``).
+ADMITTED_AT: ContextVar[float] = ContextVar("admitted_at")
 
 
 class Guard:
-    """ASGI middleware for one use case's routes; it reads its keys and policy once, at the first request."""
+    """ASGI middleware for one use case's routes; it reads its keys and policy once, at the first request.
 
-    def __init__(self, app: Any, resource: str, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    It holds the concurrency limit, not BentoML: BentoML's limit sits outside every middleware a service
+    adds, and answers its 429 without ``Retry-After``.
+    """
+
+    def __init__(
+        self, app: Any, resource: str, max_body_bytes: int = MAX_BODY_BYTES, max_in_flight: int | None = None
+    ) -> None:
         self.app, self.resource, self.max_body_bytes = app, resource, max_body_bytes
+        self.max_in_flight, self.in_flight = max_in_flight, 0
 
     @functools.cached_property
     def authenticator(self) -> serving_auth.Authenticator:
@@ -62,6 +76,17 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC or scope["path"].startswith("/docs"):
             return await self.app(scope, receive, send)
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            busy = f"{self.max_in_flight} requests in flight already; retry in {RETRY_AFTER_S} s"
+            return await _reply(send, 429, {"error": busy}, {"retry-after": RETRY_AFTER_S})
+        self.in_flight += 1  # one event loop per worker: no lock needed
+        ADMITTED_AT.set(time.monotonic())  # each request runs in a task of its own, with its own context
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         action = ROUTE_ACTIONS.get(path)
         if action is None:
@@ -137,7 +162,7 @@ def _too_large(limit: int) -> dict[str, str]:
 
 
 def _with_retry_after(send: Send) -> Send:
-    """BentoML answers 429 when its concurrency limit is reached; say when to come back."""
+    """A 429 or 503 from inside the guard that does not say when to come back gets ``Retry-After``."""
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] in (429, 503):

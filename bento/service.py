@@ -8,8 +8,10 @@ produced it; every prediction is logged off the request path.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
+import math
 import sys
 import time
 import warnings
@@ -19,19 +21,26 @@ from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import NotFound, UnprocessableEntity
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.warnings import PydanticDeprecatedSince211
-from starlette.responses import Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bento.guard import Guard
+from bento.guard import ADMITTED_AT, RETRY_AFTER_S, Guard
 from bento.listening import spread_connections
 from pipelines.freshness import StaleFeaturesError, apply_policy
 from pipelines.rollout import ModelRef
 from pipelines.serving import LoadedModel, Serving, Snapshot, prediction_row
 
 HOT_ROUTES = ["/v1/score", "/v1/score/batch", "/v1/score/features"]
+WORKERS = 2  # one per core of the small box this is sized for (bench/serving.py)
+# Requests in flight at once over all workers; more are answered 429 with Retry-After (bento/guard.py).
+MAX_CONCURRENCY = 256
+# A request that waited longer than this for its worker's scoring thread is answered 503 with Retry-After:
+# under overload, scored that late it would likely pass the traffic timeout (3 s) and be answered 504.
+MAX_WAIT_S = 2.0
 # BentoML 1.4 reads `model_fields` off the request model on every call, and Feast resets the warnings
 # registry on every fetch: without this, each request would log the same deprecation warning.
 warnings.filterwarnings("ignore", category=PydanticDeprecatedSince211)
@@ -47,20 +56,39 @@ class BuildArgs(BaseModel):
 ARGS = bentoml.use_arguments(BuildArgs)
 
 
+# Printable text: a control character has no place in an id, and the prediction log's PostgreSQL text
+# columns refuse NUL (a row carrying one would fail its whole batch).
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class Transaction(BaseModel):
     """A card transaction to score."""
 
     model_config = ConfigDict(extra="forbid")
 
-    transaction_id: str = Field(min_length=1, max_length=64)
-    customer_id: str = Field(min_length=1, max_length=64)
-    card_id: str = Field(min_length=1, max_length=64)
-    merchant_id: str = Field(min_length=1, max_length=64)
+    transaction_id: Id
+    customer_id: Id
+    card_id: Id
+    merchant_id: Id
     amount_aed: float = Field(gt=0, le=1_000_000)
     channel: Literal["pos", "contactless", "ecommerce"]
     event_timestamp: datetime | None = Field(
         default=None, description="UTC; defaults to the time of the call."
     )
+
+    @field_validator("event_timestamp")
+    @classmethod
+    def _in_utc(cls, at: datetime | None) -> datetime | None:
+        """A time without an offset is UTC, as documented (not the server's zone); one that UTC cannot
+        express (year 1 at +05:00) is refused, not left to fail while scoring."""
+        if at is None:
+            return None
+        if at.tzinfo is None:
+            return at.replace(tzinfo=UTC)
+        try:
+            return at.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError(f"{at.isoformat()} is outside the range of UTC times") from None
 
 
 class FeatureVector(BaseModel):
@@ -68,8 +96,8 @@ class FeatureVector(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    transaction_id: str = Field(min_length=1, max_length=64)
-    customer_id: str = Field(min_length=1, max_length=64, description="The unit experiments assign by.")
+    transaction_id: Id
+    customer_id: Id = Field(description="The unit experiments assign by.")
     features: dict[str, float | None] = Field(description="Feature name -> value; null for missing.")
 
 
@@ -106,12 +134,27 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Refused(Exception):
+    """A request the scorer refuses: the status to answer and a reason the caller can act on."""
+
+    def __init__(self, status: int, reason: str, retry_after_s: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.retry_after_s = status, retry_after_s
+
+    def response(self) -> JSONResponse:
+        """The refusal as ``{"error": reason}``; a route returns it and BentoML sends it as it is (a raised
+        BentoML exception would be answered as a one-element array, or without its reason from 500 up)."""
+        headers = {"retry-after": self.retry_after_s} if self.retry_after_s else None
+        return JSONResponse({"error": str(self)}, self.status, headers)
+
+
 @bentoml.service(
     name="falaj-scorer",
-    workers=2,  # one per core of the small box this is sized for (bench/serving.py)
+    workers=WORKERS,
     # BentoML keeps each request's context until its timeout timer fires: a short timeout keeps the heap
-    # small (and full-GC pauses short); a 1,000-row batch takes well under a second.
-    traffic={"timeout": 3, "max_concurrency": 256},
+    # small (and full-GC pauses short); a 1,000-row batch takes well under a second. The concurrency
+    # limit is the guard's (MAX_CONCURRENCY): BentoML's own answers 429 without Retry-After.
+    traffic={"timeout": 3},
     logging={"access": {"enabled": False}},  # every prediction is logged already, off the request path
     tracing={"excluded_urls": HOT_ROUTES},  # per-request spans cost more than the scoring itself
 )
@@ -187,14 +230,19 @@ class Scorer:
             }
             for txn, at in zip(transactions, times, strict=True)
         ]
-        columns = self.read_online(rows)
+        try:
+            columns = self.read_online(rows)
+        except (RedisConnectionError, RedisTimeoutError) as unavailable:
+            raise Refused(
+                503, f"the online feature store is unavailable ({unavailable}); retry later", RETRY_AFTER_S
+            ) from None
         return [(at, {name: values[i] for name, values in columns.items()}) for i, at in enumerate(times)]
 
     def _features(self, txn: Transaction, at: datetime, online: dict[str, Any]) -> tuple[Any, ...]:
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("credit_limit_aed", "birth_year")):
-            raise NotFound(f"no features for customer_id '{txn.customer_id}'")
+            raise Refused(404, f"no features for customer_id '{txn.customer_id}'")
         if all(online.get(f"{name}__ts") in (None, 0) for name in ("mcc", "merchant_is_online")):
-            raise NotFound(f"no features for merchant_id '{txn.merchant_id}'")
+            raise Refused(404, f"no features for merchant_id '{txn.merchant_id}'")
         ages: dict[str, float | None] = {}
         for feature, view in self.view_of.items():
             stamp = online.get(f"{feature}__ts")
@@ -205,7 +253,7 @@ class Scorer:
         try:
             fresh = apply_policy(values, ages, self.view_of, self.freshness)
         except StaleFeaturesError as stale:
-            raise UnprocessableEntity(str(stale)) from None
+            raise Refused(422, str(stale)) from None
         return fresh.values, ages, fresh
 
     def _score(
@@ -305,6 +353,10 @@ class Scorer:
         self.log.put(row)
 
     def _score_transactions(self, transactions: list[Transaction]) -> list[Score]:
+        waited = time.monotonic() - ADMITTED_AT.get(time.monotonic())
+        if waited > MAX_WAIT_S:
+            overloaded = f"overloaded: waited {waited:.1f} s for a scoring thread; retry later"
+            raise Refused(503, overloaded, RETRY_AFTER_S)
         started = time.perf_counter()
         scores = []
         for transaction, (at, online) in zip(transactions, self._online(transactions), strict=True):
@@ -319,7 +371,10 @@ class Scorer:
     @bentoml.api(route="/v1/score")
     def score(self, transaction: Transaction) -> Score:
         """Score one transaction on the online features of its customer, card and merchant."""
-        [score] = self._score_transactions([transaction])
+        try:
+            [score] = self._score_transactions([transaction])
+        except Refused as refused:
+            return refused.response()  # BentoML sends a Response as it is
         return score
 
     @bentoml.api(route="/v1/score/batch")
@@ -328,7 +383,10 @@ class Scorer:
     ) -> list[Score]:
         """Score up to 1,000 transactions; each answer as ``/v1/score`` gives it."""
         # Not self.score: BentoML turns a call of another API into a client request.
-        return self._score_transactions(transactions)
+        try:
+            return self._score_transactions(transactions)
+        except Refused as refused:
+            return refused.response()  # BentoML sends a Response as it is
 
     def score_vector(self, request: FeatureVector) -> Score:
         """Score a feature vector the caller computed (no online fetch); served by ``/v1/score/features``."""
@@ -337,7 +395,7 @@ class Scorer:
         assert snapshot is not None
         missing = sorted(set(snapshot.champion.ref.features) - set(request.features))
         if missing:
-            raise UnprocessableEntity(f"features missing: {', '.join(missing)}")
+            raise Refused(422, f"features missing: {', '.join(missing)}")
         return self._score(
             request.transaction_id, request.customer_id, request.features, {}, False, (), started
         )
@@ -403,8 +461,8 @@ def score_features(body: bytes) -> tuple[int, bytes]:
         ).encode()
     try:
         score = bentoml.get_current_service().score_vector(request)
-    except UnprocessableEntity as refused:
-        return 422, json.dumps({"error": str(refused)}).encode()
+    except Refused as refused:
+        return refused.status, json.dumps({"error": str(refused)}).encode()
     return 200, score.model_dump_json().encode()
 
 
@@ -413,9 +471,9 @@ FAST_ROUTES: dict[str, Callable[[bytes], tuple[int, bytes]]] = {"/v1/score/featu
 
 
 class FastLane:
-    """Serves ``FAST_ROUTES`` as plain ASGI, just inside the guard.
+    """Serves ``FAST_ROUTES`` as plain ASGI, just inside the guard; and ``/docs.json``.
 
-    The request has passed BentoML's metrics and concurrency limit and the guard (authentication,
+    The request has passed BentoML's metrics and the guard (concurrency limit, authentication,
     authorization, JSON only, body size), and the guard has read the body. What it skips is the rest of
     the stack: BentoML's request context, Starlette's routing and request and response objects, a third
     of a scoring request's time (bench/serving.py).
@@ -425,11 +483,15 @@ class FastLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = FAST_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        handler = FAST_ROUTES.get(scope["path"])
         headers = [(b"content-type", b"application/json")]
-        if scope["method"] != "POST":
+        if scope["path"] == "/docs.json" and scope["method"] == "GET":
+            status, payload = 200, openapi_document()
+        elif handler is None:
+            return await self.app(scope, receive, send)
+        elif scope["method"] != "POST":
             status, payload = 405, b'{"error": "use POST"}'
             headers.append((b"allow", b"POST"))
         else:
@@ -450,10 +512,49 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def fast_lane_documentation() -> Any:
-    """``FAST_ROUTES`` as a FastAPI app: BentoML puts a mounted FastAPI app's paths into ``/docs.json``.
+class ScoreRequest(BaseModel):
+    transaction: Transaction
 
-    FastLane answers these paths before a request could get here; the routes call the same handlers.
+
+class BatchRequest(BaseModel):
+    transactions: list[Transaction] = Field(min_length=1, max_length=1000)
+
+
+class AdminRequest(BaseModel):
+    request: Empty
+
+
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait first.", "schema": {"type": "integer"}}}
+#: Every refusal the scorer answers, as ``{"error": ...}`` (400 with the fields in ``detail``); routes add
+#: their own 404 and 422.
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Refusal, "description": "A malformed body, or a field it refuses, named in `detail`."},
+    401: {
+        "model": Refusal,
+        "description": "No credential, or one that does not verify.",
+        "headers": {"WWW-Authenticate": {"description": "The schemes to use.", "schema": {"type": "string"}}},
+    },
+    403: {"model": Refusal, "description": "The caller's roles do not grant the route's action."},
+    413: {"model": Refusal, "description": "A body larger than 256 KiB."},
+    415: {"model": Refusal, "description": "A body that is not application/json."},
+    429: {"model": Refusal, "description": "Too many requests in flight.", "headers": RETRY_AFTER},
+    503: {
+        "model": Refusal,
+        "description": "Overloaded, or the identity provider or the online feature store is unreachable.",
+        "headers": RETRY_AFTER,
+    },
+}
+NO_FEATURES = {"model": Refusal, "description": "No online features for the customer or the merchant."}
+TOO_STALE = {"model": Refusal, "description": "Features too old to score on (freshness policy `reject`)."}
+
+
+def route_documentation() -> Any:
+    """Every route as a FastAPI app: BentoML puts a mounted FastAPI app's paths into ``/docs.json``,
+    in place of its own, which lack the security schemes and the refusals and drop every ``None``
+    of the answer's schema.
+
+    BentoML's routes, and FastLane for ``FAST_ROUTES``, answer these paths before a request could get
+    here: the routes below only describe them, except ``/v1/score/features``, which calls its handler.
     """
     from fastapi import Depends, FastAPI
     from fastapi.security import APIKeyHeader, HTTPBearer
@@ -463,24 +564,53 @@ def fast_lane_documentation() -> Any:
         Depends(HTTPBearer(auto_error=False, description="An OIDC access token, or an API key.")),
     ]
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    route = functools.partial(app.post, dependencies=credentials, tags=["Service APIs"])
 
-    refusals: dict[int | str, dict[str, Any]] = {
-        400: {"model": Refusal, "description": "A malformed or unknown field, named in `detail`."},
-        422: {"model": Refusal, "description": "The vector lacks features of the serving model."},
-    }
+    @route("/v1/score", response_model=Score, responses={**REFUSALS, 404: NO_FEATURES, 422: TOO_STALE})
+    def score(body: ScoreRequest) -> None:
+        """Score one transaction on the online features of its customer, card and merchant."""
 
-    @app.post(
-        "/v1/score/features", response_model=Score, responses=refusals, dependencies=credentials,
-        tags=["Service APIs"],
+    @route(
+        "/v1/score/batch", response_model=list[Score],
+        responses={**REFUSALS, 404: NO_FEATURES, 422: TOO_STALE},
     )  # fmt: skip
+    def score_batch(body: BatchRequest) -> None:
+        """Score up to 1,000 transactions; each answer as ``/v1/score`` gives it. One refused refuses all."""
+
+    missing = {"model": Refusal, "description": "The vector lacks features of the serving model."}
+
+    @route("/v1/score/features", response_model=Score, responses={**REFUSALS, 422: missing})
     def score_vector(body: FeatureVectorBody) -> Response:
         """Score a feature vector the caller computed: no online fetch."""
         status, payload = score_features(body.model_dump_json().encode())
         return Response(payload, status, media_type="application/json")
 
+    @route("/v1/admin/plan", response_model=Plan, responses=REFUSALS)
+    def plan(body: AdminRequest) -> None:
+        """What is served now: champion, experiment, and any model refused at load."""
+
+    @route("/v1/admin/reload", response_model=Plan, responses=REFUSALS)
+    def reload(body: AdminRequest) -> None:
+        """Read the registry's plan now instead of at the next poll."""
+
     return app
 
 
-Scorer.mount_asgi_app(fast_lane_documentation())
-Scorer.add_asgi_middleware(Guard, resource=ARGS.use_case)
+@functools.cache
+def openapi_document() -> bytes:
+    """BentoML's ``/docs.json``, labelled OpenAPI 3.1: its schemas are pydantic's and FastAPI's, JSON
+    Schema 2020-12 (``exclusiveMinimum: 0``, ``type: null``), which 3.0, BentoML's label, reads otherwise."""
+    document = Scorer.openapi_spec.asdict()
+    for item in document["paths"].values():
+        for operation in item.values():
+            # FastAPI documents its own validation refusal on every route with a body; ours answer 400.
+            if operation.get("responses", {}).get("422", {}).get("description") == "Validation Error":
+                del operation["responses"]["422"]
+    return json.dumps({**document, "openapi": "3.1.0"}).encode()
+
+
+Scorer.mount_asgi_app(route_documentation())
+Scorer.add_asgi_middleware(
+    Guard, resource=ARGS.use_case, max_in_flight=math.ceil(MAX_CONCURRENCY / WORKERS)
+)  # fmt: skip
 Scorer.add_asgi_middleware(FastLane)  # added after the guard: runs inside it

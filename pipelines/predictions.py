@@ -7,6 +7,7 @@ recorded as the feature vector the model saw and the unit as a keyed pseudonym, 
 from __future__ import annotations
 
 import functools
+import math
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +39,18 @@ def write_rows(rows: list[dict[str, Any]]) -> None:
 def _copy(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """PostgreSQL's COPY through psycopg 3, which encodes rows in C: the writer thread holds the
     scorer's GIL for a fraction of what an INSERT of the same rows takes."""
-    from psycopg.types.json import Json
-
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {Prediction.__tablename__} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([Json(row[name]) if name in JSON_COLUMNS else row[name] for name in COLUMNS])
+            copy.write_row([_json(row[name]) if name in JSON_COLUMNS else row[name] for name in COLUMNS])
+
+
+def _json(value: dict[str, Any]) -> Any:
+    """A feature the scorer lacked is NaN in its row, and PostgreSQL's JSON has no NaN (one such row would
+    fail each batch it is in, and the spool after it): it is stored as null."""
+    from psycopg.types.json import Json
+
+    return Json({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in value.items()})
 
 
 def prediction_writer() -> BufferedWriter:

@@ -248,12 +248,17 @@ class OnlineReader:
     def __init__(self, store: Any, feature_service: Any) -> None:
         from feast.infra.online_stores.helpers import _mmh3
         from feast.infra.online_stores.redis import _versioned_fv_name
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         config = store.config
         self._project = config.project
         self._version = config.entity_key_serialization_version
         # Feast's own client: the TLS options tls.secured added to the connection string apply.
         self._client = store._get_provider().online_store._get_client(config.online_store)
+        # A scoring request cannot wait out redis-py's default retries (three, backing off about 7 s in
+        # all) when Redis is down: one retry at once, then the caller hears of it (the scorer answers 503).
+        self._client.set_retry(Retry(NoBackoff(), 1))
         self._on_demand: list[tuple[Any, list[str]]] = []
         self._stored: list[tuple[str, str]] = []  # (view, feature) the answer names
         needed: dict[str, set[str]] = {}  # view -> features to read (answered or an on-demand input)
