@@ -43,6 +43,28 @@ def latencies_ms(call: Callable[[], Any], repeats: int, warmup: int = 50) -> lis
     return samples
 
 
+def alternating(calls: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """Seconds of each call per round; the calls alternate so a change in the machine's load hits all."""
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, taken in zip(calls, samples, strict=True):
+            started = time.perf_counter()
+            call()
+            taken.append(time.perf_counter() - started)
+    return samples
+
+
+def rates(rows: int, seconds: dict[str, float]) -> dict[str, float]:
+    """The spread of run times as rows/s: the slowest run is the lowest rate."""
+    return {
+        "min": rows / seconds["max"],
+        "max": rows / seconds["min"],
+        "floor_min": rows / seconds["floor_max"],
+        "floor_max": rows / seconds["floor_min"],
+        "runs": seconds["runs"],
+    }
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from bench.common import Figure, write_report
+from bench.common import Figure, alternating, write_report
 from pipelines import drift
 from pipelines.reference_profile import categorical_profile, column_profile
 from pipelines.spec import MonitoringSpec
@@ -158,17 +157,11 @@ def floor(
     return result
 
 
-def alternating(calls: list[Callable[[], Any]], repeats: int) -> list[tuple[float, dict[str, float]]]:
-    """Median seconds of each call, timed in alternating rounds so a change in the machine's load hits all."""
-    samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, taken in zip(calls, samples, strict=True):
-            started = time.perf_counter()
-            call()
-            taken.append(time.perf_counter() - started)
+def median_and_range(calls: list[Callable[[], Any]], repeats: int) -> list[tuple[float, dict[str, float]]]:
+    """Median seconds of each call and their range, timed in alternating rounds."""
     return [
         (statistics.median(taken), {"min": min(taken), "max": max(taken), "runs": float(repeats)})
-        for taken in samples
+        for taken in alternating(calls, repeats)
     ]
 
 
@@ -216,13 +209,13 @@ def main(rows: int, features: int, reference_rows: int, repeats: int, seed: int)
     spreads: dict[int, dict[str, float]] = {}
     for size in sorted(size for size in {*SIZES, features} if size <= features):
         part_profile, part_window = subset(size)
-        calls = [
+        calls: list[Callable[[], Any]] = [
             partial(drift.compare, part_profile, part_window, policy),
             partial(floor, part_profile, part_window, lean_numeric, lean_codes),
         ]
         if size == features:
             calls.append(partial(floor, profile, window, textbook_numeric, textbook_codes))
-        measured = alternating(calls, repeats)
+        measured = median_and_range(calls, repeats)
         timed[size] = (measured[0][0], measured[1][0])
         spreads[size] = measured[0][1]
     textbook_s, textbook_spread = measured[2]

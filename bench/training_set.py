@@ -31,15 +31,13 @@ import io
 import os
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.common import Figure, write_report
+from bench.common import Figure, alternating, rates, write_report
 
 if TYPE_CHECKING:
     import duckdb
@@ -194,28 +192,6 @@ def range_join_rows(connection: duckdb.DuckDBPyConnection, spec: Any, ttls: dict
             ).fetchone()[0]  # type: ignore[index]
         )
     return counts
-
-
-def rates(rows: int, seconds: dict[str, float]) -> dict[str, float]:
-    """The spread of run times as rows/s: the slowest run is the lowest rate."""
-    return {
-        "min": rows / seconds["max"],
-        "max": rows / seconds["min"],
-        "floor_min": rows / seconds["floor_max"],
-        "floor_max": rows / seconds["floor_min"],
-        "runs": seconds["runs"],
-    }
-
-
-def alternating(calls: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
-    """Seconds of each call per round; the calls alternate so a change in the machine's load hits all."""
-    samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, taken in zip(calls, samples, strict=True):
-            started = time.perf_counter()
-            call()
-            taken.append(time.perf_counter() - started)
-    return samples
 
 
 def main(size: str, repeats: int) -> Path:

@@ -28,14 +28,13 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.common import Figure, compare, write_report
+from bench.common import Figure, alternating, compare, rates, write_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,28 +159,6 @@ def floor_outcomes(frame: pd.DataFrame, expectations: list[dict[str, Any]]) -> O
     if len(outcomes) != len(expectations):
         raise SystemExit(f"{SUITE} checks one column twice with one expectation type: outcomes would collide")
     return outcomes
-
-
-def rates(rows: int, seconds: dict[str, float]) -> dict[str, float]:
-    """The spread of run times as rows/s: the slowest run is the lowest rate."""
-    return {
-        "min": rows / seconds["max"],
-        "max": rows / seconds["min"],
-        "floor_min": rows / seconds["floor_max"],
-        "floor_max": rows / seconds["floor_min"],
-        "runs": seconds["runs"],
-    }
-
-
-def alternating(calls: list[Callable[[], Any]], repeats: int) -> list[list[float]]:
-    """Seconds of each call per round; the calls alternate so a change in the machine's load hits all."""
-    samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, taken in zip(calls, samples, strict=True):
-            started = time.perf_counter()
-            call()
-            taken.append(time.perf_counter() - started)
-    return samples
 
 
 def main(rows: int, repeats: int, fault_share: float, seed: int) -> Path:

@@ -74,8 +74,6 @@ class Judgement:
 
 def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: Any | None) -> Judgement:
     """Every rule of the spec's policy, candidate and champion scored on the same test rows."""
-    import numpy as np
-
     rows = split_rows(training_set_uri, "test")
     labels = rows[spec.label].to_numpy()
     candidate_model = onnx_model(Path(candidate.artifact_uri))
@@ -85,21 +83,31 @@ def judge(spec: UseCaseSpec, training_set_uri: str, candidate: Any, champion: An
         if champion is None
         else onnx_scores(onnx_model(Path(champion.artifact_uri)), rows, champion.features)
     )
-    checks = check_policy(
-        spec.gate,
-        labels,
-        p_candidate,
-        p_champion,
-        slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
-        onnx_model=candidate_model,
-        parity_diff=candidate.parity_max_abs_diff,
-        latency_rows=rows[candidate.features].to_numpy(dtype=np.float32)[:200],
-    )
+    checks = policy_checks(spec, rows, p_candidate, p_champion, candidate_model, candidate)
     metric = spec.gate.metric
     return Judgement(
         checks,
         metric_value(metric, labels, p_candidate),
         None if p_champion is None else metric_value(metric, labels, p_champion),
+    )
+
+
+def policy_checks(
+    spec: UseCaseSpec, rows: Any, p_candidate: Any, p_champion: Any | None, model: bytes, candidate: Any
+) -> list[Check]:
+    """The spec's gate policy on the test ``rows``: the candidate's and the champion's scores (None: no
+    champion), the candidate's ONNX ``model`` for latency, and its recorded ONNX parity."""
+    import numpy as np
+
+    return check_policy(
+        spec.gate,
+        rows[spec.label].to_numpy(),
+        p_candidate,
+        p_champion,
+        slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
+        onnx_model=model,
+        parity_diff=candidate.parity_max_abs_diff,
+        latency_rows=rows[candidate.features].to_numpy(dtype=np.float32)[:200],
     )
 
 

@@ -230,11 +230,10 @@ class Verdict:
 
 def judge(spec: UseCaseSpec, candidate: Trained, champion: Trained | None) -> Verdict:
     """The gate's rules for the best candidate vs the best champion, each scored on its own test rows."""
-    import numpy as np
     import pandas as pd
 
-    from pipelines.gate import onnx_model, onnx_scores, short_reason, split_rows
-    from pipelines.gate_policy import check_policy, metric_value, passed, summary
+    from pipelines.gate import onnx_model, onnx_scores, policy_checks, short_reason, split_rows
+    from pipelines.gate_policy import metric_value, passed, summary
 
     best = best_model(spec, load_models(candidate))
     rows = split_rows(str(candidate.training_set), "test")
@@ -255,16 +254,7 @@ def judge(spec: UseCaseSpec, candidate: Trained, champion: Trained | None) -> Ve
     model_bytes = onnx_model(Path(best.artifact_uri))
     p_candidate = onnx_scores(model_bytes, rows, best.features)
     labels = rows[spec.label].to_numpy()
-    checks = check_policy(
-        spec.gate,
-        labels,
-        p_candidate,
-        p_champion,
-        slices=rows[[column for column in spec.gate.slices if column in rows.columns]],
-        onnx_model=model_bytes,
-        parity_diff=best.parity_max_abs_diff,
-        latency_rows=rows[best.features].to_numpy(dtype=np.float32)[:200],
-    )
+    checks = policy_checks(spec, rows, p_candidate, p_champion, model_bytes, best)
     metric = spec.gate.metric
     return Verdict(
         passed=passed(checks),
