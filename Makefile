@@ -33,7 +33,7 @@ demo: venv
 	$(BIN)/falaj demo
 
 test: venv check contracts model-ci browser
-	$(BIN)/python -m pytest tests -q --ignore=tests/fuzz --ignore=tests/reliability
+	$(BIN)/python -m pytest tests -q --durations=15 --ignore=tests/fuzz --ignore=tests/reliability
 
 check: $(CHECKS)
 

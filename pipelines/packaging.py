@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from pipelines import lake, registry, signing
@@ -20,9 +21,34 @@ class PackagingRefusedError(RuntimeError):
 
 
 def bentoml_home() -> Path:
+    """This home's BentoML stores, for BentoML in this process and in the processes it starts."""
     home = get_settings().home.resolve() / "bentoml"
     os.environ["BENTOML_HOME"] = str(home)
+    if "bentoml" in sys.modules:
+        _point_bentoml_at(home)
     return home
+
+
+def _point_bentoml_at(home: Path) -> None:
+    """BentoML resolves its store paths once per process and keeps them: a process that used another
+    home before (a test session, a long-lived worker) would read and write that home's stores."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    if BentoMLContainer.bentoml_home.get() == str(home):
+        return
+    folders = {name: home / name for name in ("bentos", "models", "envs", "tmp")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.bento_store_dir.set(str(folders["bentos"]))
+    BentoMLContainer.model_store_dir.set(str(folders["models"]))
+    BentoMLContainer.env_store_dir.set(str(folders["envs"]))
+    BentoMLContainer.tmp_bento_store_dir.set(str(folders["tmp"]))
+    BentoMLContainer.bento_store.set(BentoStore(folders["bentos"]))
+    BentoMLContainer.model_store.set(ModelStore(folders["models"]))
+    BentoMLContainer.tmp_bento_store.set(BentoStore(folders["tmp"]))
 
 
 def verify_artifact(model_dir: Path, expected_sha256: str) -> None:
