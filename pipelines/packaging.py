@@ -114,6 +114,9 @@ def package(spec: UseCaseSpec, version: int | None = None) -> str:
             version=model_version,
             args={"use_case": spec.name, "model_tag": str(stored.tag)},
             labels={"use_case": spec.name, "registry_version": str(champion.version)},
+            # The service reads its build arguments at import: a process that built another Bento before
+            # holds the module with that build's model.
+            reload=True,
         )
         champion.bento_tag = str(bento.tag)
     log.info("built bento %s around %s", bento.tag, stored.tag)
