@@ -38,12 +38,12 @@ SUITE: dict[str, list[str]] = {
 DEMO = "demo"
 
 
-def run_benchmark(name: str, arguments: list[str]) -> float:
-    """One benchmark in its own interpreter (no state shared with the next); its wall seconds."""
+def run_benchmark(name: str, arguments: list[str]) -> tuple[float, bool]:
+    """One benchmark in its own interpreter (no state shared with the next); its wall seconds and success."""
     started = time.monotonic()
     print(f"\n=== bench.{name} {' '.join(arguments)}", flush=True)
-    subprocess.run([sys.executable, "-m", f"bench.{name}", *arguments], check=True)
-    return time.monotonic() - started
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}", *arguments], check=False)
+    return time.monotonic() - started, done.returncode == 0
 
 
 def time_demo() -> float:
@@ -128,8 +128,10 @@ def main(only: list[str] | None, skip_demo: bool) -> Path:
     names = only or list(SUITE)
     if unknown := sorted(set(names) - set(SUITE) - {DEMO}):
         raise SystemExit(f"no benchmark {unknown}; known: {', '.join([*SUITE, DEMO])}")
-    wall_s = {name: run_benchmark(name, SUITE[name]) for name in names if name in SUITE}
-    figures = collect([name for name in names if name in SUITE])
+    runs = {name: run_benchmark(name, SUITE[name]) for name in names if name in SUITE}
+    wall_s = {name: seconds for name, (seconds, _) in runs.items()}
+    failed = [name for name, (_, ok) in runs.items() if not ok]
+    figures = collect([name for name, (_, ok) in runs.items() if ok])
     if not skip_demo and (only is None or DEMO in only):
         wall_s[DEMO] = time_demo()
         figures.append(demo_figure(wall_s[DEMO]))
@@ -145,6 +147,8 @@ def main(only: list[str] | None, skip_demo: bool) -> Path:
     markdown = render(figures, wall_s, machine)
     (RESULTS / "report.md").write_text(markdown)
     print("\n" + markdown)
+    if failed:  # the others' figures are in the report; these have none
+        raise SystemExit(f"benchmark(s) failed: {', '.join(failed)} (their output above says why)")
     return RESULTS / "report.md"
 
 

@@ -43,6 +43,7 @@ def main(size: str, copies: int, repeats: int, runs: int) -> Path:
         {
             "FALAJ_HOME": str(home),
             "FALAJ_PROFILE": "prod",
+            "FALAJ_REQUIRE_TLS": "false",  # the shared servers on :5432 and :6379 are plaintext
             "FALAJ_FEAST_REGISTRY_URL": f"{POSTGRES}/{database}",
             "FALAJ_REDIS_CONNECTION": f"127.0.0.1:6379,db={REDIS_DB}",
         }
