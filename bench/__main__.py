@@ -6,7 +6,7 @@ other, times ``falaj demo`` end to end in a home of its own, and gathers everyth
 ``bench/results/report.md`` and ``report.json``: every figure with its ratio, target and whether it is
 met. Targets are reported, never asserted; the run fails only when a benchmark itself fails.
 
-Run: `make bench` (about 20 minutes on 2 cores), or `.venv/bin/python -m bench --only serving,drift`.
+Run: `make bench` (about 8 minutes on 2 cores), or `.venv/bin/python -m bench --only serving,drift`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.common import RESULTS
 
-#: Benchmark module -> its arguments in `make bench` (sized to keep the whole run under 20 minutes).
+#: Benchmark module -> its arguments in `make bench` (the whole run: about 8 minutes on 2 cores).
 SUITE: dict[str, list[str]] = {
     "dag_parse": [],
     "validation": [],
